@@ -1,0 +1,443 @@
+// Package storage keeps quorumkv's versioned objects in Pebble.
+//
+// An object is the set of sibling versions of one key plus its causal
+// context (a dotted version vector set, see Object). One pure function,
+// Merge, combines versions wherever they meet. A Store adds durability on
+// top: every write is a synced Pebble commit, concurrent commits share their
+// fsyncs (Pebble's commit pipeline groups them), and a read-modify-write of
+// one key holds only that key's lock stripe.
+package storage
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Errors returned by the store.
+var (
+	ErrNotFound = errors.New("storage: not found")
+	ErrClosed   = errors.New("storage: closed")
+	// ErrTooManySiblings refuses a client write that would grow an object
+	// past Write.SiblingLimit.
+	ErrTooManySiblings = errors.New("storage: too many siblings")
+	// ErrBadContext refuses a client context that claims versions this
+	// replica never issued.
+	ErrBadContext = errors.New("storage: context covers versions this replica never issued")
+	// ErrWrongNode means the data directory belongs to another node.
+	ErrWrongNode = errors.New("storage: data directory belongs to another node")
+)
+
+// Config configures a Store.
+type Config struct {
+	// Dir is the data directory. Required.
+	Dir string
+	// NodeID names this node; the actor id is NodeID plus an epoch kept in
+	// Dir. Required.
+	NodeID string
+	// CacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	CacheSize int64
+	// MemTableSize is Pebble's memtable size in bytes. Default 32 MiB.
+	MemTableSize uint64
+	// CounterLease is how many dot counters the store reserves with one
+	// synced metadata write. A restart skips what is left of the lease, so
+	// counters never repeat within an epoch even if a dot was sent to other
+	// replicas before its local commit finished. Default 1<<20.
+	CounterLease uint64
+	// Logger receives Pebble's and the store's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults for the optional fields.
+func DefaultConfig() Config {
+	return Config{
+		CacheSize:    64 << 20,
+		MemTableSize: 32 << 20,
+		CounterLease: 1 << 20,
+		Logger:       slog.Default(),
+	}
+}
+
+func (c *Config) fill() error {
+	def := DefaultConfig()
+	if c.Dir == "" {
+		return errors.New("storage: Config.Dir is required")
+	}
+	if c.NodeID == "" {
+		return errors.New("storage: Config.NodeID is required")
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = def.CacheSize
+	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = def.MemTableSize
+	}
+	if c.CounterLease == 0 {
+		c.CounterLease = def.CounterLease
+	}
+	if c.Logger == nil {
+		c.Logger = def.Logger
+	}
+	return nil
+}
+
+// lockStripes is the number of per-key locks. Two keys share a lock with
+// probability 1/lockStripes; a shared lock only serializes their commits.
+const lockStripes = 1024
+
+// Store is a node's durable object store.
+type Store struct {
+	cfg   Config
+	db    *pebble.DB
+	actor string
+	seed  maphash.Seed
+	locks [lockStripes]sync.Mutex
+
+	counter   atomic.Uint64 // last dot counter issued
+	leaseMu   sync.Mutex
+	leaseTill atomic.Uint64 // counters up to here are reserved on disk
+
+	closed atomic.Bool
+}
+
+// Open opens or creates the store in cfg.Dir. A directory without an epoch
+// (new, or wiped) gets a fresh one, so this node's dots can never repeat
+// ones it issued before it lost its data.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	cache := pebble.NewCache(cfg.CacheSize)
+	defer cache.Unref()
+	opts := &pebble.Options{
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       cfg.MemTableSize,
+		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
+	}
+	db, err := pebble.Open(cfg.Dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
+	}
+	s := &Store{cfg: cfg, db: db, seed: maphash.MakeSeed()}
+	if err := s.loadIdentity(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) loadIdentity() error {
+	owner, err := s.getMeta("node")
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	case string(owner) != s.cfg.NodeID:
+		return fmt.Errorf("%w: %s holds node %q, not %q", ErrWrongNode, s.cfg.Dir, owner, s.cfg.NodeID)
+	}
+	epoch, err := s.getMeta("epoch")
+	if errors.Is(err, ErrNotFound) {
+		var r [8]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return err
+		}
+		epoch = []byte(hex.EncodeToString(r[:]))
+		b := s.db.NewBatch()
+		defer b.Close()
+		_ = b.Set(metaKey("node"), []byte(s.cfg.NodeID), nil)
+		_ = b.Set(metaKey("epoch"), epoch, nil)
+		if err := b.Commit(pebble.Sync); err != nil {
+			return fmt.Errorf("storage: persist epoch: %w", err)
+		}
+		s.cfg.Logger.Info("new epoch: this data directory starts empty", "node", s.cfg.NodeID, "epoch", string(epoch))
+	} else if err != nil {
+		return err
+	}
+	s.actor = s.cfg.NodeID + "." + string(epoch)
+
+	lease, err := s.getMeta("counter-lease")
+	var till uint64
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		if till, err = strconv.ParseUint(string(lease), 10, 64); err != nil {
+			return fmt.Errorf("%w: counter lease %q", ErrCorrupt, lease)
+		}
+	}
+	// Skip whatever the previous run may have issued.
+	s.counter.Store(till)
+	s.leaseTill.Store(till)
+	return s.extendLease(till + 1)
+}
+
+// extendLease makes sure counter c is reserved on disk before it is used.
+func (s *Store) extendLease(c uint64) error {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if c <= s.leaseTill.Load() {
+		return nil
+	}
+	till := c + s.cfg.CounterLease
+	if err := s.db.Set(metaKey("counter-lease"), strconv.AppendUint(nil, till, 10), pebble.Sync); err != nil {
+		return fmt.Errorf("storage: extend counter lease: %w", err)
+	}
+	s.leaseTill.Store(till)
+	return nil
+}
+
+// nextCounter issues a dot counter above floor.
+func (s *Store) nextCounter(floor uint64) (uint64, error) {
+	for {
+		cur := s.counter.Load()
+		next := max(cur, floor) + 1
+		if next > MaxCounter {
+			return 0, fmt.Errorf("storage: dot counter exhausted for actor %s", s.actor)
+		}
+		if !s.counter.CompareAndSwap(cur, next) {
+			continue
+		}
+		if next > s.leaseTill.Load() {
+			if err := s.extendLease(next); err != nil {
+				return 0, err
+			}
+		}
+		return next, nil
+	}
+}
+
+// Actor returns the actor id this store issues dots as: the node id plus
+// the data directory's epoch.
+func (s *Store) Actor() string { return s.actor }
+
+// Close closes the store. Callers must stop using it first.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return s.db.Close()
+}
+
+func (s *Store) lock(k Key) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	var p [4]byte
+	binary.BigEndian.PutUint32(p[:], k.Partition)
+	h.Write(p[:])
+	h.WriteString(k.Bucket)
+	h.WriteByte(0)
+	h.WriteString(k.Key)
+	return &s.locks[h.Sum64()%lockStripes]
+}
+
+// Get returns the object stored under k, or ErrNotFound.
+func (s *Store) Get(k Key) (*Object, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	return s.get(k.encode())
+}
+
+func (s *Store) get(key []byte) (*Object, error) {
+	v, closer, err := s.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: get: %w", err)
+	}
+	defer closer.Close()
+	o, err := DecodeObject(v)
+	if err != nil {
+		return nil, fmt.Errorf("storage: key %x: %w", key, err)
+	}
+	return o, nil
+}
+
+// Apply merges an incoming object (from a coordinator, read repair or any
+// repair path) into the stored one and returns the result. It never refuses
+// on content: the merge is total. It writes only when the merge changed
+// something, and returns after the commit is synced.
+func (s *Store) Apply(k Key, in *Object) (*Object, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	key := k.encode()
+	mu := s.lock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.get(key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	merged := Merge(cur, in)
+	enc := EncodeObject(merged)
+	if cur != nil && string(enc) == string(EncodeObject(cur)) {
+		return merged, nil
+	}
+	if err := s.db.Set(key, enc, pebble.Sync); err != nil {
+		return nil, fmt.Errorf("storage: apply %s: %w", k, err)
+	}
+	return merged, nil
+}
+
+// Write is a client write to be coordinated by this replica.
+type Write struct {
+	// Context is the causal context the client read; the write supersedes
+	// exactly the versions it covers.
+	Context Context
+	// Value, ContentType and Tombstone describe the new version.
+	Value       []byte
+	ContentType string
+	Tombstone   bool
+	// Now is the wall-clock time recorded as LastModified (display only).
+	Now time.Time
+	// SiblingLimit refuses the write with ErrTooManySiblings when it would
+	// add a sibling to an object that already has this many. Zero means no
+	// limit.
+	SiblingLimit int
+}
+
+// Written is the outcome of a coordinated write.
+type Written struct {
+	Object  *Object // the stored object after the write
+	Context Context // the context to return: the client's plus the new dot
+	Dot     Dot     // the new version's dot
+}
+
+// Put coordinates a client write at this replica: it issues a new dot, lets
+// the write supersede what w.Context covers, and commits synced.
+func (s *Store) Put(k Key, w Write) (Written, error) {
+	if s.closed.Load() {
+		return Written{}, ErrClosed
+	}
+	key := k.encode()
+	mu := s.lock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.get(key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Written{}, err
+	}
+	if cur == nil {
+		cur = &Object{}
+	}
+	if err := s.checkContext(w.Context); err != nil {
+		return Written{}, err
+	}
+	c, err := s.nextCounter(max(cur.Context.Max(s.actor), w.Context.Max(s.actor)))
+	if err != nil {
+		return Written{}, err
+	}
+	d := Dot{Actor: s.actor, Counter: c}
+	obj, ctx := Update(cur, d, w.Context, Sibling{
+		Value:        w.Value,
+		ContentType:  w.ContentType,
+		LastModified: w.Now.UnixNano(),
+		Tombstone:    w.Tombstone,
+	})
+	if n := len(obj.Siblings); w.SiblingLimit > 0 && n > len(cur.Siblings) && n > w.SiblingLimit {
+		return Written{}, fmt.Errorf("%w: %s has %d siblings, the limit is %d", ErrTooManySiblings, k, len(cur.Siblings), w.SiblingLimit)
+	}
+	if err := s.db.Set(key, EncodeObject(obj), pebble.Sync); err != nil {
+		return Written{}, fmt.Errorf("storage: put %s: %w", k, err)
+	}
+	return Written{Object: obj, Context: ctx, Dot: d}, nil
+}
+
+// checkContext refuses a client context that covers dots of this actor
+// beyond the last one issued: merged into the object, it would hide this
+// replica's next writes.
+func (s *Store) checkContext(c Context) error {
+	if issued := s.counter.Load(); c.Max(s.actor) > issued {
+		return fmt.Errorf("%w: %s up to %d, issued %d", ErrBadContext, s.actor, c.Max(s.actor), issued)
+	}
+	return nil
+}
+
+func (s *Store) getMeta(name string) ([]byte, error) {
+	v, closer, err := s.db.Get(metaKey(name))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: read %s: %w", name, err)
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// GetMeta returns a node metadata value, or ErrNotFound.
+func (s *Store) GetMeta(name string) ([]byte, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	return s.getMeta(name)
+}
+
+// SetMeta stores a node metadata value, synced.
+func (s *Store) SetMeta(name string, value []byte) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return s.db.Set(metaKey(name), value, pebble.Sync)
+}
+
+// Scan calls fn for every object in partition p, in key order, until fn
+// returns false. The object passed to fn is a copy.
+func (s *Store) Scan(p uint32, fn func(Key, *Object) bool) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	lo, hi := partitionBounds(p)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: scan: %w", err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k, err := decodeKey(it.Key())
+		if err != nil {
+			return err
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return fmt.Errorf("storage: scan %s: %w", k, err)
+		}
+		o, err := DecodeObject(v)
+		if err != nil {
+			return fmt.Errorf("storage: scan %s: %w", k, err)
+		}
+		if !fn(k, o) {
+			break
+		}
+	}
+	return it.Error()
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) { p.l.Info(fmt.Sprintf(format, args...)) }
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...))
+}
+
+// Fatalf logs and panics: Pebble calls it only for unrecoverable invariant
+// violations, and a panic lets the process's owner decide how to stop.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "fatal", true)
+	panic(msg)
+}
