@@ -1,0 +1,376 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/quorumkv/quorumkv/ring"
+	"github.com/quorumkv/quorumkv/storage"
+)
+
+// forwardedHeader marks a write that a non-replica forwarded to a replica,
+// so that the replica coordinates it rather than forwarding it again.
+const forwardedHeader = "X-Quorumkv-Forwarded-By"
+
+// Handler returns the node's HTTP handler: the public API and the internal
+// replica API.
+func (n *Node) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(n.ringVersionHeader)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "no route " + r.URL.Path})
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{Error: "method_not_allowed", Message: r.Method + " is not allowed on " + r.URL.Path})
+	})
+	r.Get("/livez", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, map[string]string{"status": "ok"}) })
+	r.Get("/readyz", n.handleReady)
+	r.Get("/v1/cluster", n.handleCluster)
+	r.Handle("/metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	r.Get("/v1/kv/{bucket}/*", n.instrument("get", n.handleGet))
+	r.Put("/v1/kv/{bucket}/*", n.instrument("put", n.handleWrite))
+	r.Delete("/v1/kv/{bucket}/*", n.instrument("delete", n.handleWrite))
+	r.Post(internalGet, n.internal(n.handleInternalGet))
+	r.Post(internalApply, n.internal(n.handleInternalApply))
+	return r
+}
+
+func (n *Node) ringVersionHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Ring-Version", n.Table().Version())
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusWriter records the status a handler wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// instrument counts and times a client operation.
+func (n *Node) instrument(op string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		h(sw, r)
+		status := strconv.Itoa(sw.status)
+		n.metrics.requests.WithLabelValues(op, status).Inc()
+		n.metrics.latency.WithLabelValues(op, status).Observe(time.Since(start).Seconds())
+	}
+}
+
+// fail writes err as a JSON error response.
+func (n *Node) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
+	status, body := classify(err)
+	var q *QuorumError
+	if errors.As(err, &q) {
+		n.metrics.quorumFailures.WithLabelValues(op).Inc()
+	}
+	if status >= 500 {
+		n.log.Warn("request failed", "op", op, "path", r.URL.Path, "status", status, "err", err)
+	}
+	writeJSON(w, status, body)
+}
+
+func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
+	if !n.ready.Load() || n.Table() == nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "not_ready", Message: "storage or ring not ready"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// clusterView is the body of GET /v1/cluster.
+type clusterView struct {
+	Node    string            `json:"node"`
+	Members map[string]string `json:"members"` // node id -> HTTP address
+	R       int               `json:"r"`
+	W       int               `json:"w"`
+	ring.View
+}
+
+func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, clusterView{Node: n.cfg.NodeID, Members: n.addrs, R: n.cfg.R, W: n.cfg.W, View: n.Table().View()})
+}
+
+func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
+	req, err := n.parseKV(r)
+	if err != nil {
+		n.fail(w, r, "get", err)
+		return
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
+	defer cancel()
+	obj, err := n.read(ctx, req.key, req.r, req.deadline)
+	if err != nil {
+		n.fail(w, r, "get", err)
+		return
+	}
+	if obj == nil {
+		n.fail(w, r, "get", fmt.Errorf("%w: %s/%q", ErrNotFound, req.key.Bucket, req.key.Key))
+		return
+	}
+	n.metrics.siblings.Observe(float64(len(obj.Live())))
+	n.writeObject(w, obj, obj.Context)
+}
+
+// writeObject answers with an object's live siblings: the value itself for
+// one, 300 and a JSON list for several, 404 for none. ctx is the context to
+// hand back.
+func (n *Node) writeObject(w http.ResponseWriter, obj *storage.Object, ctx storage.Context) {
+	n.objectHeaders(w, obj, ctx)
+	switch live := obj.Live(); len(live) {
+	case 0:
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "deleted"})
+	case 1:
+		s := live[0]
+		h := w.Header()
+		h.Set("Content-Type", s.ContentType)
+		h.Set("Last-Modified", time.Unix(0, s.LastModified).UTC().Format(http.TimeFormat))
+		h.Set("Content-Length", strconv.Itoa(len(s.Value)))
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(s.Value)
+	default:
+		writeJSON(w, http.StatusMultipleChoices, siblingsBody(live))
+	}
+}
+
+// objectHeaders sets the headers every answer about an object carries.
+func (n *Node) objectHeaders(w http.ResponseWriter, obj *storage.Object, ctx storage.Context) {
+	w.Header().Set("X-Context", storage.EncodeContext(ctx))
+	if len(obj.Siblings) > n.cfg.SiblingWarn {
+		w.Header().Set("X-Siblings-Warning", fmt.Sprintf("%d siblings (warning at %d, writes that add one refused past %d): resolve them by writing with the X-Context of a read",
+			len(obj.Siblings), n.cfg.SiblingWarn, n.cfg.SiblingLimit))
+	}
+}
+
+type siblingJSON struct {
+	Value        json.RawMessage `json:"value"`
+	Encoding     string          `json:"encoding"` // "json" or "base64"
+	ContentType  string          `json:"content_type"`
+	LastModified string          `json:"last_modified"`
+}
+
+// siblingsBody renders siblings for a 300 or a returnbody response: JSON
+// values embedded as JSON, anything else as a base64 string.
+func siblingsBody(live []storage.Sibling) map[string][]siblingJSON {
+	out := make([]siblingJSON, 0, len(live))
+	for _, s := range live {
+		sj := siblingJSON{ContentType: s.ContentType, LastModified: time.Unix(0, s.LastModified).UTC().Format(time.RFC3339Nano)}
+		mt, _, _ := mime.ParseMediaType(s.ContentType)
+		if isJSON(mt) && json.Valid(s.Value) {
+			var buf bytes.Buffer
+			if json.Compact(&buf, s.Value) == nil {
+				sj.Value, sj.Encoding = buf.Bytes(), "json"
+			}
+		}
+		if sj.Encoding == "" {
+			sj.Value, _ = json.Marshal(base64.StdEncoding.EncodeToString(s.Value))
+			sj.Encoding = "base64"
+		}
+		out = append(out, sj)
+	}
+	return map[string][]siblingJSON{"siblings": out}
+}
+
+// handleWrite serves PUT and DELETE.
+func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
+	op := "put"
+	if r.Method == http.MethodDelete {
+		op = "delete"
+	}
+	req, err := n.parseKV(r)
+	if err != nil {
+		n.fail(w, r, op, err)
+		return
+	}
+	write := storage.Write{Tombstone: op == "delete", SiblingLimit: n.cfg.SiblingLimit}
+	if op == "put" {
+		if write.Value, write.ContentType, err = n.readBody(w, r); err != nil {
+			n.fail(w, r, op, err)
+			return
+		}
+	}
+	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
+	defer cancel()
+
+	if !n.Table().IsPrimary(int(req.key.Partition), n.cfg.NodeID) {
+		// Only a replica of the key may issue its version's dot.
+		if from := r.Header.Get(forwardedHeader); from != "" {
+			n.fail(w, r, op, fmt.Errorf("%w: %s forwarded a write for %s/%q, but this node is not its replica (ring views disagree)", ErrUnavailable, from, req.key.Bucket, req.key.Key))
+			return
+		}
+		n.forward(ctx, w, r, req.key, write.Value)
+		return
+	}
+
+	if !req.hasContext {
+		// A plain write replaces what a read at R sees now. A write that
+		// lands between this read and the write below is not covered, so it
+		// survives as a sibling: nothing is lost, at worst a sibling
+		// appears.
+		seen, err := n.read(ctx, req.key, req.r, req.deadline)
+		if err != nil {
+			n.fail(w, r, op, err)
+			return
+		}
+		if seen != nil {
+			req.context = seen.Context
+		}
+	}
+	write.Context = req.context
+	write.Now = time.Now()
+	written, err := n.write(ctx, req.key, write, req.w, req.deadline)
+	if err != nil {
+		n.fail(w, r, op, err)
+		return
+	}
+	if req.returnBody {
+		// The context covers exactly the siblings returned (and what they
+		// superseded).
+		n.objectHeaders(w, written.Object, written.Object.Context)
+		writeJSON(w, http.StatusOK, siblingsBody(written.Object.Live()))
+		return
+	}
+	n.objectHeaders(w, written.Object, written.Context)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// forward sends a write to a primary of its key and relays the answer. It
+// tries the next primary only when the previous one could not be reached at
+// all (nothing was sent); any later failure leaves the outcome unknown, so
+// it answers 503.
+func (n *Node) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, k storage.Key, body []byte) {
+	op := "put"
+	if r.Method == http.MethodDelete {
+		op = "delete"
+	}
+	n.metrics.forwarded.Inc()
+	var lastErr error
+	for _, node := range n.Table().Primaries(int(k.Partition)) {
+		addr, ok := n.addr(node)
+		if !ok {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
+		if err != nil {
+			n.fail(w, r, op, err)
+			return
+		}
+		for _, h := range []string{"Content-Type", "X-Context"} {
+			if v := r.Header.Get(h); v != "" {
+				req.Header.Set(h, v)
+			}
+		}
+		req.Header.Set(forwardedHeader, n.cfg.NodeID)
+		resp, err := n.forwarder.Do(req)
+		if err != nil {
+			lastErr = err
+			var op *net.OpError
+			if errors.As(err, &op) && op.Op == "dial" {
+				continue
+			}
+			break
+		}
+		defer resp.Body.Close()
+		for _, h := range []string{"Content-Type", "X-Context", "X-Siblings-Warning", "Last-Modified"} {
+			if v := resp.Header.Get(h); v != "" {
+				w.Header().Set(h, v)
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+		return
+	}
+	n.fail(w, r, op, fmt.Errorf("%w: forwarding to a replica of %s/%q failed, outcome unknown: %v", ErrUnavailable, k.Bucket, k.Key, lastErr))
+}
+
+// internal guards the internal API: it accepts only calls from a node of a
+// cluster with the same parameters.
+func (n *Node) internal(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if got := r.Header.Get(clusterHeader); got != n.cluster {
+			writeJSON(w, http.StatusConflict, errorBody{Error: "cluster_mismatch",
+				Message: fmt.Sprintf("caller's cluster parameters %q differ from this node's %q", got, n.cluster)})
+			return
+		}
+		if r.Header.Get("Content-Type") != objectType {
+			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{Error: "bad_request", Message: "internal API takes " + objectType})
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxInternalBody))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: "too_large", Message: err.Error()})
+			return
+		}
+		h(w, r, body)
+	}
+}
+
+func (n *Node) handleInternalGet(w http.ResponseWriter, r *http.Request, body []byte) {
+	k, rest, err := decodeKey(body)
+	if err != nil || len(rest) != 0 {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed key"})
+		return
+	}
+	o, err := n.store.Get(k)
+	if err != nil {
+		status, eb := classify(err)
+		writeJSON(w, status, eb)
+		return
+	}
+	w.Header().Set("Content-Type", objectType)
+	_, _ = w.Write(storage.EncodeObject(o))
+}
+
+func (n *Node) handleInternalApply(w http.ResponseWriter, r *http.Request, body []byte) {
+	k, rest, err := decodeKey(body)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed key"})
+		return
+	}
+	if err := validateBucket(k.Bucket); err != nil || len(k.Key) == 0 || len(k.Key) > MaxKeyLen ||
+		int(k.Partition) != n.Table().Partition(k.Bucket, k.Key) {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "key does not belong to its partition or is invalid"})
+		return
+	}
+	o, err := storage.DecodeObject(rest)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_object", Message: err.Error()})
+		return
+	}
+	if _, err := n.store.Apply(k, o); err != nil {
+		status, eb := classify(err)
+		writeJSON(w, status, eb)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

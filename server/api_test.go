@@ -1,0 +1,398 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/quorumkv/quorumkv/storage"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestRoundTripAndOverwrite(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.must(204, c.do("n1", "PUT", "/v1/kv/docs/k1", `{"a": 1}`))
+	r := c.must(200, c.do("n2", "GET", "/v1/kv/docs/k1", ""))
+	if r.body != `{"a": 1}` || r.header.Get("Content-Type") != "application/json" || r.header.Get("X-Context") == "" {
+		t.Fatalf("GET: %q %v", r.body, r.header)
+	}
+	if r.header.Get("X-Ring-Version") != c.table().Version() {
+		t.Fatalf("X-Ring-Version %q", r.header.Get("X-Ring-Version"))
+	}
+	// A plain PUT replaces the value it reads, whichever node takes it.
+	c.must(204, c.do("n3", "PUT", "/v1/kv/docs/k1", `{"a": 2}`))
+	r = c.must(200, c.do("n1", "GET", "/v1/kv/docs/k1?r=3", ""))
+	if r.body != `{"a": 2}` {
+		t.Fatalf("after overwrite: %d %q", r.status, r.body)
+	}
+	// Other content types are stored and returned as they are.
+	c.must(204, c.do("n1", "PUT", "/v1/kv/docs/bin", "\x00\xff", "Content-Type", "application/octet-stream"))
+	r = c.must(200, c.do("n1", "GET", "/v1/kv/docs/bin", ""))
+	if r.body != "\x00\xff" || r.header.Get("Content-Type") != "application/octet-stream" {
+		t.Fatalf("binary: %q %q", r.body, r.header.Get("Content-Type"))
+	}
+	// returnbody answers with the stored siblings.
+	r = c.must(200, c.do("n2", "PUT", "/v1/kv/docs/k1?returnbody=true", `{"a": 3}`))
+	if !strings.Contains(r.body, `"value":{"a":3}`) {
+		t.Fatalf("returnbody: %s", r.body)
+	}
+}
+
+func TestKeysRoundTripExactly(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	for _, tc := range []struct{ path, key string }{
+		{"a%2Fb", "a/b"},
+		{"x/y/z", "x/y/z"},
+		{"%252F", "%2F"},
+		{"%00%FF%20", "\x00\xff "},
+		{"caf%C3%A9", "café"},
+	} {
+		c.must(204, c.do("n1", "PUT", "/v1/kv/k/"+tc.path, fmt.Sprintf("%q", tc.path)))
+		if got := c.liveValues("n2", "k", tc.key); len(got) != 1 || got[0] != fmt.Sprintf("%q", tc.path) {
+			t.Errorf("path %q: stored under %q: %q", tc.path, tc.key, got)
+		}
+	}
+	// a/b and a%2Fb are the same key.
+	if r := c.must(200, c.do("n3", "GET", "/v1/kv/k/a/b", "")); r.body != `"a%2Fb"` {
+		t.Fatalf("a/b: %q", r.body)
+	}
+}
+
+func TestQuorumOverridesAndNodeDown(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `1`))
+	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=all", ""))
+	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=one", ""))
+	c.must(400, c.do("n1", "GET", "/v1/kv/b/k?r=4", ""))
+
+	c.stop("n3")
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=2", `2`))
+	r := c.must(503, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `3`))
+	var body errorBody
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil || body.Error != "quorum_not_met" || body.Required != 3 || body.Acknowledged == nil || *body.Acknowledged != 2 {
+		t.Fatalf("503 body: %s", r.body)
+	}
+	c.must(503, c.do("n2", "GET", "/v1/kv/b/k?r=3", ""))
+	c.must(200, c.do("n2", "GET", "/v1/kv/b/k?r=2", ""))
+	c.must(503, c.do("n2", "DELETE", "/v1/kv/b/k?w=all", ""))
+}
+
+// Two writes carrying the same earlier context both survive as siblings; a
+// write with the merged context leaves one.
+func TestSiblingsAndResolve(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"v0"`))
+	ctx := c.must(200, c.do("n1", "GET", "/v1/kv/b/k", "")).header.Get("X-Context")
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"left"`, "X-Context", ctx))
+	c.must(204, c.do("n2", "PUT", "/v1/kv/b/k", `"right"`, "X-Context", ctx))
+	r := c.must(300, c.do("n3", "GET", "/v1/kv/b/k?r=3", ""))
+	var body struct {
+		Siblings []struct {
+			Value    json.RawMessage `json:"value"`
+			Encoding string          `json:"encoding"`
+		} `json:"siblings"`
+	}
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
+		t.Fatal(err)
+	}
+	var vals []string
+	for _, s := range body.Siblings {
+		vals = append(vals, string(s.Value))
+	}
+	slices.Sort(vals)
+	if !slices.Equal(vals, []string{`"left"`, `"right"`}) {
+		t.Fatalf("siblings %v", vals)
+	}
+	c.must(204, c.do("n3", "PUT", "/v1/kv/b/k", `"merged"`, "X-Context", r.header.Get("X-Context")))
+	if r := c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=3", "")); r.body != `"merged"` {
+		t.Fatalf("after resolve: %s", r.body)
+	}
+}
+
+// riak_test's sibling_explosion: two clients interleave writes, each
+// carrying the context its own previous write returned.
+func TestNoSiblingExplosionOverHTTP(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	empty := storage.EncodeContext(storage.Context{})
+	ctxs := []string{empty, empty}
+	for i := range 100 {
+		w := i % 2
+		node := c.ids[i%3]
+		r := c.must(204, c.do(node, "PUT", "/v1/kv/b/explode?w=3", fmt.Sprint(i), "X-Context", ctxs[w]))
+		ctxs[w] = r.header.Get("X-Context")
+	}
+	r := c.must(300, c.do("n1", "GET", "/v1/kv/b/explode?r=3", ""))
+	var body struct{ Siblings []json.RawMessage }
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil {
+		t.Fatal(err)
+	}
+	if len(body.Siblings) != 2 {
+		t.Fatalf("%d siblings, want 2: %s", len(body.Siblings), r.body)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `1`))
+	r := c.must(204, c.do("n2", "DELETE", "/v1/kv/b/k", ""))
+	if r.header.Get("X-Context") == "" {
+		t.Fatal("DELETE without X-Context")
+	}
+	r = c.must(404, c.do("n3", "GET", "/v1/kv/b/k?r=3", ""))
+	if r.header.Get("X-Context") == "" {
+		t.Fatal("404 of a deleted key must carry X-Context")
+	}
+	if r := c.must(404, c.do("n3", "GET", "/v1/kv/b/never", "")); r.header.Get("X-Context") != "" {
+		t.Fatal("absent key has a context")
+	}
+	// Writing again after the delete works and is visible.
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `2`))
+	if r := c.must(200, c.do("n2", "GET", "/v1/kv/b/k?r=3", "")); r.body != "2" {
+		t.Fatalf("after re-put: %q", r.body)
+	}
+}
+
+func TestReadRepair(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.stop("n3")
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"fresh"`))
+	c.start("n3")
+	if got := c.liveValues("n3", "b", "k"); got != nil {
+		t.Fatalf("n3 has %q before the read", got)
+	}
+	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=1", ""))
+	eventually(t, "read repair of n3", func() bool {
+		got := c.liveValues("n3", "b", "k")
+		return len(got) == 1 && got[0] == `"fresh"`
+	})
+}
+
+func TestRestartKeepsData(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	for i := range 20 {
+		c.must(204, c.do(c.ids[i%3], "PUT", fmt.Sprintf("/v1/kv/b/k%d?w=3", i), fmt.Sprint(i)))
+	}
+	for _, id := range c.ids {
+		c.stop(id)
+	}
+	for _, id := range c.ids {
+		c.start(id)
+	}
+	for i := range 20 {
+		if r := c.must(200, c.do("n2", "GET", fmt.Sprintf("/v1/kv/b/k%d?r=3", i), "")); r.body != fmt.Sprint(i) {
+			t.Fatalf("k%d: %q", i, r.body)
+		}
+	}
+}
+
+// Riak's KV-679: a replica that lost its data must not reissue dots it
+// issued before, or a new write would be mistaken for an old one.
+func TestWipedReplicaLosesNoWrite(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `"before"`))
+	oldActor := c.store("n1").Actor()
+	c.stop("n1")
+	c.wipe("n1")
+	c.start("n1")
+	if c.store("n1").Actor() == oldActor {
+		t.Fatal("wiped node kept its epoch")
+	}
+	// A blind write through the wiped replica is concurrent with the old
+	// version: both must survive.
+	empty := storage.EncodeContext(storage.Context{})
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `"after"`, "X-Context", empty))
+	r := c.must(300, c.do("n2", "GET", "/v1/kv/b/k?r=3", ""))
+	if !strings.Contains(r.body, `"before"`) || !strings.Contains(r.body, `"after"`) {
+		t.Fatalf("lost a write: %s", r.body)
+	}
+	for _, id := range c.ids {
+		eventually(t, "every replica holds both versions", func() bool { return len(c.liveValues(id, "b", "k")) == 2 })
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.MaxBody = 64 })
+	long := strings.Repeat("k", MaxKeyLen+1)
+	for _, tc := range []struct {
+		method, path, body string
+		headers            []string
+		status             int
+	}{
+		{"PUT", "/v1/kv/bad%20bucket/k", `1`, nil, 400},
+		{"PUT", "/v1/kv/b!/k", `1`, nil, 400},
+		{"PUT", "/v1/kv/" + strings.Repeat("b", 65) + "/k", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/" + long, `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k?w=0", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k?w=4", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k?r=x", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k?timeout=soon", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k?timeout=-1s", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k?returnbody=maybe", `1`, nil, 400},
+		{"PUT", "/v1/kv/b/k", `{"a":`, nil, 400},
+		{"PUT", "/v1/kv/b/k", `{}`, []string{"Content-Type", "application/json; charset"}, 400},
+		{"PUT", "/v1/kv/b/k", `{}`, []string{"X-Context", "not-a-context"}, 400},
+		{"PUT", "/v1/kv/b/k", `"` + strings.Repeat("x", 100) + `"`, nil, 413},
+		{"DELETE", "/v1/kv/b/k?w=9", ``, nil, 400},
+		{"GET", "/v1/kv/b/k?r=0", ``, nil, 400},
+		{"POST", "/v1/kv/b/k", `1`, nil, 405},
+	} {
+		r := c.do("n1", tc.method, tc.path, tc.body, tc.headers...)
+		if r.status != tc.status {
+			t.Errorf("%s %s: status %d, want %d: %s", tc.method, tc.path, r.status, tc.status, r.body)
+			continue
+		}
+		var eb errorBody
+		if err := json.Unmarshal([]byte(r.body), &eb); err != nil || eb.Error == "" || eb.Message == "" {
+			t.Errorf("%s %s: error body %q", tc.method, tc.path, r.body)
+		}
+	}
+	for _, id := range c.ids {
+		if got := c.liveValues(id, "b", "k"); got != nil {
+			t.Fatalf("%s stored %q from bad input", id, got)
+		}
+	}
+}
+
+func TestSiblingLimit(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.SiblingWarn, cfg.SiblingLimit = 2, 3 })
+	empty := storage.EncodeContext(storage.Context{})
+	for i := range 3 {
+		r := c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", fmt.Sprint(i), "X-Context", empty))
+		if warned := r.header.Get("X-Siblings-Warning") != ""; warned != (i == 2) {
+			t.Fatalf("write %d: warning header %q", i, r.header.Get("X-Siblings-Warning"))
+		}
+	}
+	r := c.must(409, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `9`, "X-Context", empty))
+	if !strings.Contains(r.body, "too_many_siblings") {
+		t.Fatalf("409 body: %s", r.body)
+	}
+	if got := c.liveValues("n1", "b", "k"); len(got) != 3 {
+		t.Fatalf("refused write changed the object: %q", got)
+	}
+	ctx := c.must(300, c.do("n1", "GET", "/v1/kv/b/k?r=3", "")).header.Get("X-Context")
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"resolved"`, "X-Context", ctx))
+}
+
+// With five nodes and N=3, a node outside a key's preference list forwards
+// writes to a replica, which issues the version.
+func TestNonReplicaForwardsWrites(t *testing.T) {
+	c := newTestCluster(t, 5, nil)
+	tab := c.table()
+	for i := range 10 {
+		key := fmt.Sprintf("k%d", i)
+		p := tab.Partition("b", key)
+		var outsider string
+		for _, id := range c.ids {
+			if !tab.IsPrimary(p, id) {
+				outsider = id
+				break
+			}
+		}
+		c.must(204, c.do(outsider, "PUT", "/v1/kv/b/"+key+"?w=3", `"x"`))
+		for _, id := range c.ids {
+			got := c.liveValues(id, "b", key)
+			if tab.IsPrimary(p, id) != (len(got) == 1) {
+				t.Fatalf("%s (primary=%v) holds %q", id, tab.IsPrimary(p, id), got)
+			}
+		}
+		o, _ := c.store(tab.Primaries(p)[0]).Get(storage.Key{Partition: uint32(p), Bucket: "b", Key: key})
+		actor := o.Siblings[0].Dot.Actor
+		if !slices.ContainsFunc(tab.Primaries(p), func(id string) bool { return strings.HasPrefix(actor, id+".") }) {
+			t.Fatalf("version issued by %s, not a replica of %s", actor, key)
+		}
+		if r := c.must(200, c.do(outsider, "GET", "/v1/kv/b/"+key, "")); r.body != `"x"` {
+			t.Fatalf("read through outsider: %q", r.body)
+		}
+	}
+}
+
+func TestClusterParamsMismatchRefused(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.stop("n2")
+	cfg := c.cfg
+	cfg.NodeID = "n2"
+	cfg.Ring.Partitions = 128
+	_, err := Start(cfg, c.dirs["n2"], 0, nil)
+	if err == nil || !strings.Contains(err.Error(), "partitions=64") || !strings.Contains(err.Error(), "partitions=128") {
+		t.Fatalf("got %v, want a mismatch naming both", err)
+	}
+}
+
+func TestInternalAPIRefusesGarbage(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	k := c.servers["n1"].Node.keyFor("b", "k")
+	good := storage.AppendObject(appendKey(nil, k), &storage.Object{})
+	for _, tc := range []struct {
+		name, cluster, ctype string
+		body                 []byte
+		status               int
+	}{
+		{"no cluster header", "", objectType, good, 409},
+		{"other cluster", "n=5,partitions=64", objectType, good, 409},
+		{"wrong type", c.servers["n1"].Node.cluster, "application/json", good, 415},
+		{"garbage", c.servers["n1"].Node.cluster, objectType, []byte{0xff, 0xff}, 400},
+		{"bad object", c.servers["n1"].Node.cluster, objectType, append(appendKey(nil, k), 7, 7), 400},
+		{"wrong partition", c.servers["n1"].Node.cluster, objectType,
+			storage.AppendObject(appendKey(nil, storage.Key{Partition: k.Partition + 1, Bucket: "b", Key: "k"}), &storage.Object{}), 400},
+	} {
+		req, _ := http.NewRequest("POST", "http://"+c.peers["n1"]+internalApply, strings.NewReader(string(tc.body)))
+		req.Header.Set("Content-Type", tc.ctype)
+		if tc.cluster != "" {
+			req.Header.Set(clusterHeader, tc.cluster)
+		}
+		resp, err := c.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.name, resp.StatusCode, tc.status)
+		}
+	}
+}
+
+func TestClusterEndpointAndMetrics(t *testing.T) {
+	c := newTestCluster(t, 3, nil)
+	c.must(200, c.do("n1", "GET", "/livez", ""))
+	c.must(200, c.do("n1", "GET", "/readyz", ""))
+	var view struct {
+		Node        string            `json:"node"`
+		Members     map[string]string `json:"members"`
+		N           int               `json:"n"`
+		Partitions  int               `json:"partitions"`
+		RingVersion string            `json:"ring_version"`
+		Lists       [][]string        `json:"preference_lists"`
+	}
+	r := c.must(200, c.do("n2", "GET", "/v1/cluster", ""))
+	if err := json.Unmarshal([]byte(r.body), &view); err != nil {
+		t.Fatal(err)
+	}
+	if view.Node != "n2" || len(view.Members) != 3 || view.N != 3 || view.Partitions != 64 || len(view.Lists) != 64 || view.RingVersion != c.table().Version() {
+		t.Fatalf("cluster view: %+v", view)
+	}
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `1`))
+	c.must(200, c.do("n1", "GET", "/v1/kv/b/k", ""))
+	c.stop("n3")
+	c.must(503, c.do("n1", "GET", "/v1/kv/b/k?r=3", ""))
+	m := c.must(200, c.do("n1", "GET", "/metrics", "")).body
+	for _, want := range []string{
+		`quorumkv_requests_total{op="put",status="204"} 1`,
+		`quorumkv_requests_total{op="get",status="200"} 1`,
+		`quorumkv_quorum_failures_total{op="get"} 1`,
+		`quorumkv_request_duration_seconds_bucket{op="get",status="503"`,
+		`quorumkv_read_siblings_count 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

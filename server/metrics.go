@@ -1,0 +1,65 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are one node's Prometheus metrics, in a registry of its own so
+// that several nodes can live in one process (dev mode, tests).
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec   // op, status
+	latency        *prometheus.HistogramVec // op, status
+	quorumFailures *prometheus.CounterVec   // op
+	readRepairs    prometheus.Counter
+	siblings       prometheus.Histogram
+	replicaCalls   *prometheus.CounterVec // op, result
+	forwarded      prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quorumkv_requests_total",
+			Help: "Client requests by operation and HTTP status.",
+		}, []string{"op", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "quorumkv_request_duration_seconds",
+			Help:    "Client request latency by operation and HTTP status.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18), // 100µs .. 13s
+		}, []string{"op", "status"}),
+		quorumFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quorumkv_quorum_failures_total",
+			Help: "Requests answered 503 because R or W replicas did not answer in time.",
+		}, []string{"op"}),
+		readRepairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_read_repairs_total",
+			Help: "Replicas sent the merged object after a read found them stale or missing it.",
+		}),
+		siblings: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "quorumkv_read_siblings",
+			Help:    "Live siblings per successful read.",
+			Buckets: []float64{1, 2, 3, 5, 10, 25, 50, 100},
+		}),
+		replicaCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quorumkv_replica_calls_total",
+			Help: "Calls from this coordinator to replicas (itself included), by operation and result.",
+		}, []string{"op", "result"}),
+		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_forwarded_writes_total",
+			Help: "Writes this node forwarded to a replica of the key because it is not one.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
