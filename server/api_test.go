@@ -55,7 +55,7 @@ func TestKeysRoundTripExactly(t *testing.T) {
 		{"%00%FF%20", "\x00\xff "},
 		{"caf%C3%A9", "café"},
 	} {
-		c.must(204, c.do("n1", "PUT", "/v1/kv/k/"+tc.path, fmt.Sprintf("%q", tc.path)))
+		c.must(204, c.do("n1", "PUT", "/v1/kv/k/"+tc.path+"?w=3", fmt.Sprintf("%q", tc.path)))
 		if got := c.liveValues("n2", "k", tc.key); len(got) != 1 || got[0] != fmt.Sprintf("%q", tc.path) {
 			t.Errorf("path %q: stored under %q: %q", tc.path, tc.key, got)
 		}
@@ -168,7 +168,8 @@ func TestReadRepair(t *testing.T) {
 	if got := c.liveValues("n3", "b", "k"); got != nil {
 		t.Fatalf("n3 has %q before the read", got)
 	}
-	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=1", ""))
+	// r=2: n3's not-found counts toward R, so with r=1 it could answer alone.
+	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=2", ""))
 	eventually(t, "read repair of n3", func() bool {
 		got := c.liveValues("n3", "b", "k")
 		return len(got) == 1 && got[0] == `"fresh"`
