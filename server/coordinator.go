@@ -152,20 +152,23 @@ func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int
 }
 
 // write coordinates a client write at this node, which must be a primary of
-// k: it issues the new version locally (synced), then sends the resulting
-// object to the other primaries and answers once wq of them, itself
-// included, have it on disk.
+// k: it issues the new version locally and answers once wq primaries, itself
+// included, have it on disk. The other primaries get the object as soon as
+// its dot is issued, so their fsyncs overlap the local one.
 func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int, deadline time.Time) (storage.Written, error) {
+	others := slices.DeleteFunc(slices.Clone(n.Table().Primaries(int(k.Partition))), func(s string) bool { return s == n.cfg.NodeID })
+	var ch <-chan reply
+	w.Issued = func(o *storage.Object) {
+		ch = n.fanOut(deadline, others, func(ctx context.Context, node string) reply {
+			return n.replicaApply(ctx, node, k, o)
+		})
+	}
 	written, err := n.store.Put(k, w)
 	n.metrics.replicaCalls.WithLabelValues("put", result(err)).Inc()
 	if err != nil {
 		return storage.Written{}, err
 	}
 	acked := 1
-	others := slices.DeleteFunc(slices.Clone(n.Table().Primaries(int(k.Partition))), func(s string) bool { return s == n.cfg.NodeID })
-	ch := n.fanOut(deadline, others, func(ctx context.Context, node string) reply {
-		return n.replicaApply(ctx, node, k, written.Object)
-	})
 	for i := 0; acked < wq && i < len(others); i++ {
 		select {
 		case rep := <-ch:

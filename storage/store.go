@@ -308,6 +308,13 @@ type Write struct {
 	// add a sibling to an object that already has this many. Zero means no
 	// limit.
 	SiblingLimit int
+	// Issued, if set, is called with the new object after its dot is issued
+	// and before the local commit, under the key's lock, so that the caller
+	// can send it to other replicas while the local fsync runs. Sharing the
+	// object early is safe: the counter lease guarantees its dot is never
+	// issued again, even if the commit fails or the process crashes. It
+	// must not block.
+	Issued func(*Object)
 }
 
 // Written is the outcome of a coordinated write.
@@ -350,6 +357,9 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	})
 	if n := len(obj.Siblings); w.SiblingLimit > 0 && n > len(cur.Siblings) && n > w.SiblingLimit {
 		return Written{}, fmt.Errorf("%w: %s has %d siblings, the limit is %d", ErrTooManySiblings, k, len(cur.Siblings), w.SiblingLimit)
+	}
+	if w.Issued != nil {
+		w.Issued(obj)
 	}
 	if err := s.db.Set(key, EncodeObject(obj), pebble.Sync); err != nil {
 		return Written{}, fmt.Errorf("storage: put %s: %w", k, err)

@@ -284,3 +284,21 @@ func BenchmarkGet(b *testing.B) {
 		}
 	})
 }
+
+func TestIssuedSeesTheObjectBeforeCommit(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	var issued *Object
+	w, err := s.Put(k1, Write{Value: []byte("v"), Issued: func(o *Object) {
+		issued = o
+		if _, err := s.Get(k1); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Issued called after the commit: %v", err)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if issued == nil || !equalObjects(issued, w.Object) {
+		t.Fatalf("Issued got %+v, stored %+v", issued, w.Object)
+	}
+}
