@@ -11,14 +11,19 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/quorumkv/quorumkv/storage"
 )
 
 // doc is a 1 KiB JSON document.
 var doc = `{"payload":"` + strings.Repeat("x", 1024-14) + `"}`
 
-func benchRequest(b *testing.B, client *http.Client, method, url, body string, want int) {
+func benchRequest(b *testing.B, client *http.Client, method, url, body string, want int, headers ...string) {
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		b.Fatal(err)
@@ -51,14 +56,17 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkLoad drives a 3-node in-process cluster (N=3, R=W=2, 1 KiB JSON)
 // with 64 concurrent clients spread over the nodes, and reports ops/s and
 // latency percentiles. Clients, coordinators and replicas share the
-// machine's cores.
+// machine's cores. "put" is a plain PUT (the coordinator reads at R first);
+// "put-ctx" carries an X-Context (here the empty one: a blind write), as a
+// client that kept the context of its last read does, and skips that read.
 func BenchmarkLoad(b *testing.B) {
 	c := newTestCluster(b, 3, func(cfg *Config) { cfg.Ring.Partitions = 1024 })
 	const keys = 10000
 	for i := range keys {
 		benchRequest(b, c.client, "PUT", "http://"+c.peers["n1"]+"/v1/kv/bench/"+fmt.Sprint(i)+"?w=3", doc, 204)
 	}
-	for _, op := range []string{"put", "get"} {
+	empty := storage.EncodeContext(storage.Context{})
+	for _, op := range []string{"put", "put-ctx", "get"} {
 		b.Run(op, func(b *testing.B) {
 			var mu sync.Mutex
 			var lat []time.Duration
@@ -71,9 +79,12 @@ func BenchmarkLoad(b *testing.B) {
 					i := seq.Add(1)
 					url := "http://" + c.peers[c.ids[i%3]] + "/v1/kv/bench/" + fmt.Sprint(i%keys)
 					t0 := time.Now()
-					if op == "put" {
+					switch op {
+					case "put":
 						benchRequest(b, c.client, "PUT", url, doc, 204)
-					} else {
+					case "put-ctx":
+						benchRequest(b, c.client, "PUT", url+"-ctx", doc, 204, "X-Context", empty)
+					default:
 						benchRequest(b, c.client, "GET", url, "", 200)
 					}
 					mine = append(mine, time.Since(t0))
