@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/quorumkv/quorumkv/ring"
@@ -29,7 +30,7 @@ const forwardedHeader = "X-Quorumkv-Forwarded-By"
 // replica API.
 func (n *Node) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(n.ringVersionHeader)
+	r.Use(middleware.GetHead, n.ringVersionHeader)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "no route " + r.URL.Path})
 	})
@@ -112,15 +113,15 @@ func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 
 // clusterView is the body of GET /v1/cluster.
 type clusterView struct {
-	Node    string            `json:"node"`
-	Members map[string]string `json:"members"` // node id -> HTTP address
-	R       int               `json:"r"`
-	W       int               `json:"w"`
+	Node      string            `json:"node"`
+	Addresses map[string]string `json:"addresses"` // node id -> HTTP address
+	R         int               `json:"r"`
+	W         int               `json:"w"`
 	ring.View
 }
 
 func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, clusterView{Node: n.cfg.NodeID, Members: n.addrs, R: n.cfg.R, W: n.cfg.W, View: n.Table().View()})
+	writeJSON(w, http.StatusOK, clusterView{Node: n.cfg.NodeID, Addresses: n.addrs, R: n.cfg.R, W: n.cfg.W, View: n.Table().View()})
 }
 
 func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {

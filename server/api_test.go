@@ -367,7 +367,8 @@ func TestClusterEndpointAndMetrics(t *testing.T) {
 	c.must(200, c.do("n1", "GET", "/readyz", ""))
 	var view struct {
 		Node        string            `json:"node"`
-		Members     map[string]string `json:"members"`
+		Members     []string          `json:"members"`
+		Addresses   map[string]string `json:"addresses"`
 		N           int               `json:"n"`
 		Partitions  int               `json:"partitions"`
 		RingVersion string            `json:"ring_version"`
@@ -377,7 +378,7 @@ func TestClusterEndpointAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &view); err != nil {
 		t.Fatal(err)
 	}
-	if view.Node != "n2" || len(view.Members) != 3 || view.N != 3 || view.Partitions != 64 || len(view.Lists) != 64 || view.RingVersion != c.table().Version() {
+	if view.Node != "n2" || len(view.Members) != 3 || len(view.Addresses) != 3 || view.N != 3 || view.Partitions != 64 || len(view.Lists) != 64 || view.RingVersion != c.table().Version() {
 		t.Fatalf("cluster view: %+v", view)
 	}
 	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `1`))

@@ -58,7 +58,7 @@ func classify(err error) (int, errorBody) {
 		return http.StatusServiceUnavailable, errorBody{Error: "quorum_not_met", Message: msg, Required: q.Required, Acknowledged: &q.Acknowledged}
 	case errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest, errorBody{Error: "bad_request", Message: msg}
-	case errors.Is(err, storage.ErrBadContext), errors.Is(err, storage.ErrCorrupt):
+	case errors.Is(err, storage.ErrBadContext):
 		return http.StatusBadRequest, errorBody{Error: "bad_context", Message: msg}
 	case errors.Is(err, ErrTooLarge):
 		return http.StatusRequestEntityTooLarge, errorBody{Error: "too_large", Message: msg}

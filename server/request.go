@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -130,7 +131,7 @@ func (n *Node) readBody(w http.ResponseWriter, r *http.Request) (value []byte, c
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return nil, "", errors.Join(ErrTooLarge, errors.New("body exceeds "+strconv.FormatInt(n.cfg.MaxBody, 10)+" bytes"))
+			return nil, "", fmt.Errorf("%w: body exceeds %d bytes", ErrTooLarge, n.cfg.MaxBody)
 		}
 		return nil, "", badRequest("reading body: %v", err)
 	}

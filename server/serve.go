@@ -21,16 +21,18 @@ type Server struct {
 
 // Start opens the store in dataDir, builds the node and serves HTTP on ln
 // until Close. cacheSize is Pebble's block cache in bytes (0 for the
-// default).
+// default). Start takes ownership of ln: it is closed on error too.
 func Start(cfg Config, dataDir string, cacheSize int64, ln net.Listener) (*Server, error) {
 	cfg = cfg.withDefaults()
 	st, err := storage.Open(storage.Config{Dir: dataDir, NodeID: cfg.NodeID, CacheSize: cacheSize, Logger: cfg.Logger.With("node", cfg.NodeID)})
 	if err != nil {
+		closeListener(ln)
 		return nil, err
 	}
 	node, err := NewNode(cfg, st, nil)
 	if err != nil {
 		st.Close()
+		closeListener(ln)
 		return nil, err
 	}
 	s := &Server{
@@ -43,10 +45,24 @@ func Start(cfg Config, dataDir string, cacheSize int64, ln net.Listener) (*Serve
 		},
 		done: make(chan error, 1),
 	}
-	go func() { s.done <- s.http.Serve(ln) }()
+	go func() {
+		err := s.http.Serve(ln)
+		s.done <- err
+		close(s.done)
+	}()
 	node.log.Info("serving", "addr", ln.Addr().String(), "actor", st.Actor(), "cluster", node.cluster, "ring_version", node.Table().Version())
 	return s, nil
 }
+
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+// Done is closed when the HTTP server stops; it first receives the error
+// that stopped it (http.ErrServerClosed after Close).
+func (s *Server) Done() <-chan error { return s.done }
 
 // Close stops accepting requests, lets in-flight ones finish (until ctx is
 // done), stops background work and closes the store.

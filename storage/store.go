@@ -160,7 +160,7 @@ func (s *Store) loadIdentity() error {
 		if err := b.Commit(pebble.Sync); err != nil {
 			return fmt.Errorf("storage: persist epoch: %w", err)
 		}
-		s.cfg.Logger.Info("new epoch: this data directory starts empty", "node", s.cfg.NodeID, "epoch", string(epoch))
+		s.cfg.Logger.Info("new epoch: this data directory starts empty", "epoch", string(epoch))
 	} else if err != nil {
 		return err
 	}
