@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/quorumkv/quorumkv/storage"
@@ -17,6 +18,9 @@ type Server struct {
 	store *storage.Store
 	http  *http.Server
 	done  chan error
+
+	mu     sync.Mutex
+	unused map[net.Conn]struct{} // accepted, no request read yet
 }
 
 // Start opens the store in dataDir, builds the node and serves HTTP on ln
@@ -36,14 +40,16 @@ func Start(cfg Config, dataDir string, cacheSize int64, ln net.Listener) (*Serve
 		return nil, err
 	}
 	s := &Server{
-		Node:  node,
-		store: st,
-		http: &http.Server{
-			Handler:           node.Handler(),
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-		},
-		done: make(chan error, 1),
+		Node:   node,
+		store:  st,
+		done:   make(chan error, 1),
+		unused: map[net.Conn]struct{}{},
+	}
+	s.http = &http.Server{
+		Handler:           node.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ConnState:         s.trackConn,
 	}
 	go func() {
 		err := s.http.Serve(ln)
@@ -64,10 +70,40 @@ func closeListener(ln net.Listener) {
 // that stopped it (http.ErrServerClosed after Close).
 func (s *Server) Done() <-chan error { return s.done }
 
+// trackConn remembers connections that have not sent a request yet.
+func (s *Server) trackConn(c net.Conn, state http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if state == http.StateNew {
+		s.unused[c] = struct{}{}
+	} else {
+		delete(s.unused, c)
+	}
+}
+
 // Close stops accepting requests, lets in-flight ones finish (until ctx is
 // done), stops background work and closes the store.
 func (s *Server) Close(ctx context.Context) error {
-	err := s.http.Shutdown(ctx)
+	// http.Server.Shutdown waits up to 5 s for connections that were
+	// accepted but never sent a request (a peer's connection pool dials
+	// ahead). Nothing is in flight on them, so close them while it waits.
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- s.http.Shutdown(ctx) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for waiting := true; waiting; {
+		s.mu.Lock()
+		for c := range s.unused {
+			c.Close()
+		}
+		s.mu.Unlock()
+		select {
+		case err = <-shutdown:
+			waiting = false
+		case <-tick.C:
+		}
+	}
 	if err != nil {
 		s.http.Close()
 	}
