@@ -22,6 +22,18 @@ var (
 	// under the bounded-load limit (it panics with "not enough room to
 	// distribute partitions"; New recovers and returns this instead).
 	ErrPlacement = errors.New("ring: cannot place partitions")
+	// ErrInvalidMember reports a member record or holding that fails
+	// validation (unknown state, overlong field) other than its node id.
+	ErrInvalidMember = errors.New("ring: invalid member")
+	// ErrNotRingMember reports a leave or remove of a node that is not in the
+	// target ring (unknown, already leaving, or removed).
+	ErrNotRingMember = errors.New("ring: not a ring member")
+	// ErrTooFewMembers reports a leave or remove that would leave fewer ring
+	// members than required.
+	ErrTooFewMembers = errors.New("ring: too few members")
+	// ErrCorrupt reports bytes that DecodeMembership or DecodeHoldings cannot
+	// accept: truncated, oversized, non-canonical or invalid.
+	ErrCorrupt = errors.New("ring: corrupt encoding")
 )
 
 const (

@@ -65,6 +65,19 @@
 // join of the k-th member, ideal 1/k: 0.95–1.05/k for node-1..node-12, mean
 // 1.00–1.04/k and worst 1.18/k over random name sets; a leave moves the same.
 // TestBalance, TestSpread and TestMovementReport print these figures.
+//
+// # Membership, holdings and placement
+//
+// Membership is the member table, a state-based CRDT spread by gossip: a
+// node enters the ring only by a join (StateJoining, then StateMember) and
+// leaves it only by a graceful leave (StateLeaving, then StateRemoved) or an
+// operator's remove (StateRemoved); a crash changes liveness, never
+// membership. The ring members (joining or member) define the target Table.
+// Holdings, also gossiped, say which partitions each node holds completely,
+// under which data epoch. From the two, NewPlacement computes who counts
+// toward R and W, who receives writes, and who must pull or may drop what
+// while partitions move (see Placement). Membership and Holdings encode to
+// canonical, versioned, bounded binary forms.
 package ring
 
 import (

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,12 +49,15 @@ func (n *Node) Handler() http.Handler {
 	r.Delete("/v1/kv/{bucket}/*", n.instrument("delete", n.handleWrite))
 	r.Post(internalGet, n.internal(n.handleInternalGet))
 	r.Post(internalApply, n.internal(n.handleInternalApply))
+	r.Post(internalHint, n.internal(n.handleInternalHint))
+	r.Post(internalStream, n.internal(n.handleInternalStream))
+	n.adminRoutes(r)
 	return r
 }
 
 func (n *Node) ringVersionHeader(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("X-Ring-Version", n.Table().Version())
+		w.Header().Set("X-Ring-Version", n.placement().Version())
 		next.ServeHTTP(w, r)
 	})
 }
@@ -115,13 +119,29 @@ func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 type clusterView struct {
 	Node      string            `json:"node"`
 	Addresses map[string]string `json:"addresses"` // node id -> HTTP address
+	States    map[string]string `json:"states"`    // node id -> joining, member, leaving, removed
 	R         int               `json:"r"`
 	W         int               `json:"w"`
+	Settled   bool              `json:"settled"` // no partition transfer pending
+	// Counting lists, per partition, the replicas that count toward R and
+	// W now: the preference list's primaries once transfers settled.
+	Counting [][]string `json:"counting"`
 	ring.View
 }
 
 func (n *Node) handleCluster(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, clusterView{Node: n.cfg.NodeID, Addresses: n.addrs, R: n.cfg.R, W: n.cfg.W, View: n.Table().View()})
+	pl := n.placement()
+	v := clusterView{Node: n.cfg.NodeID, Addresses: map[string]string{}, States: map[string]string{},
+		R: n.cfg.R, W: n.cfg.W, Settled: pl.Settled(), View: pl.Target().View()}
+	v.View.Version = pl.Version()
+	for _, m := range pl.Membership().All() {
+		v.Addresses[m.ID] = m.Addr
+		v.States[m.ID] = m.State.String()
+	}
+	for p := range n.cfg.Ring.Partitions {
+		v.Counting = append(v.Counting, pl.Counting(p))
+	}
+	writeJSON(w, http.StatusOK, v)
 }
 
 func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
@@ -132,7 +152,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
 	defer cancel()
-	obj, err := n.read(ctx, req.key, req.r, req.deadline)
+	obj, err := n.read(ctx, req.key, req.r, req.sloppy, req.deadline)
 	if err != nil {
 		n.fail(w, r, "get", err)
 		return
@@ -225,8 +245,9 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
 	defer cancel()
 
-	if !n.Table().IsPrimary(int(req.key.Partition), n.cfg.NodeID) {
-		// Only a replica of the key may issue its version's dot.
+	if !n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID) {
+		// A replica of the key coordinates its writes: it holds the
+		// current object, so the sibling limit sees it.
 		if from := r.Header.Get(forwardedHeader); from != "" {
 			n.fail(w, r, op, fmt.Errorf("%w: %s forwarded a write for %s/%q, but this node is not its replica (ring views disagree)", ErrUnavailable, from, req.key.Bucket, req.key.Key))
 			return
@@ -240,7 +261,7 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 		// lands between this read and the write below is not covered, so it
 		// survives as a sibling: nothing is lost, at worst a sibling
 		// appears.
-		seen, err := n.read(ctx, req.key, req.r, req.deadline)
+		seen, err := n.read(ctx, req.key, req.r, req.sloppy, req.deadline)
 		if err != nil {
 			n.fail(w, r, op, err)
 			return
@@ -251,7 +272,7 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 	}
 	write.Context = req.context
 	write.Now = time.Now()
-	written, err := n.write(ctx, req.key, write, req.w, req.deadline)
+	written, err := n.write(ctx, req.key, write, req.w, req.sloppy, req.deadline)
 	if err != nil {
 		n.fail(w, r, op, err)
 		return
@@ -278,9 +299,9 @@ func (n *Node) forward(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	}
 	n.metrics.forwarded.Inc()
 	var lastErr error
-	for _, node := range n.Table().Primaries(int(k.Partition)) {
+	for _, node := range n.placement().Counting(int(k.Partition)) {
 		addr, ok := n.addr(node)
-		if !ok {
+		if !ok || !n.alive(node) {
 			continue
 		}
 		req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), bytes.NewReader(body))
@@ -344,7 +365,7 @@ func (n *Node) handleInternalGet(w http.ResponseWriter, r *http.Request, body []
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed key"})
 		return
 	}
-	o, err := n.store.Get(k)
+	o, err := n.localGet(k)
 	if err != nil {
 		status, eb := classify(err)
 		writeJSON(w, status, eb)
@@ -355,25 +376,78 @@ func (n *Node) handleInternalGet(w http.ResponseWriter, r *http.Request, body []
 }
 
 func (n *Node) handleInternalApply(w http.ResponseWriter, r *http.Request, body []byte) {
-	k, rest, err := decodeKey(body)
+	k, o, err := n.decodeKeyedObject(body)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed key"})
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: err.Error()})
 		return
 	}
-	if err := validateBucket(k.Bucket); err != nil || len(k.Key) == 0 || len(k.Key) > MaxKeyLen ||
-		int(k.Partition) != n.Table().Partition(k.Bucket, k.Key) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "key does not belong to its partition or is invalid"})
-		return
-	}
-	o, err := storage.DecodeObject(rest)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_object", Message: err.Error()})
-		return
-	}
-	if _, err := n.store.Apply(k, o); err != nil {
+	if err := n.localApply(k, o); err != nil {
 		status, eb := classify(err)
 		writeJSON(w, status, eb)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// decodeKeyedObject parses a key and an object, checking that the key is
+// valid and hashes to its stated partition.
+func (n *Node) decodeKeyedObject(body []byte) (storage.Key, *storage.Object, error) {
+	k, rest, err := decodeKey(body)
+	if err != nil {
+		return k, nil, err
+	}
+	if err := validateBucket(k.Bucket); err != nil || len(k.Key) == 0 || len(k.Key) > MaxKeyLen ||
+		int(k.Partition) != n.Table().Partition(k.Bucket, k.Key) {
+		return k, nil, errors.New("key does not belong to its partition or is invalid")
+	}
+	o, err := storage.DecodeObject(rest)
+	return k, o, err
+}
+
+func (n *Node) handleInternalHint(w http.ResponseWriter, r *http.Request, body []byte) {
+	l, m := binary.Uvarint(body)
+	if m <= 0 || l > uint64(len(body)-m) {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed owner"})
+		return
+	}
+	owner := string(body[m : m+int(l)])
+	k, o, err := n.decodeKeyedObject(body[m+int(l):])
+	if err != nil || ring.ValidateNodeID(owner) != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: fmt.Sprintf("malformed hint: %v", err)})
+		return
+	}
+	if err := n.store.PutHint(owner, k, o, storage.HintDurable, time.Now()); err != nil {
+		if errors.Is(err, storage.ErrHintsFull) {
+			n.metrics.hints.WithLabelValues("refused").Inc()
+			writeJSON(w, http.StatusInsufficientStorage, errorBody{Error: "hints_full", Message: err.Error()})
+			return
+		}
+		status, eb := classify(err)
+		writeJSON(w, status, eb)
+		return
+	}
+	n.metrics.hints.WithLabelValues("stored").Inc()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) handleInternalStream(w http.ResponseWriter, r *http.Request, body []byte) {
+	p, k1 := binary.Uvarint(body)
+	maxBytes, k2 := 0, 0
+	if k1 > 0 {
+		var v uint64
+		v, k2 = binary.Uvarint(body[k1:])
+		maxBytes = int(min(v, 64<<20))
+	}
+	if k1 <= 0 || k2 <= 0 || p >= uint64(n.cfg.Ring.Partitions) {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed stream request"})
+		return
+	}
+	entries, next, done, err := n.store.ReadPartition(uint32(p), body[k1+k2:], max(maxBytes, 1))
+	if err != nil {
+		status, eb := classify(err)
+		writeJSON(w, status, eb)
+		return
+	}
+	w.Header().Set("Content-Type", objectType)
+	_, _ = w.Write(appendStreamBatch(nil, StreamBatch{Entries: entries, Next: next, Done: done}))
 }

@@ -24,7 +24,7 @@ func TestRoundTripAndOverwrite(t *testing.T) {
 	if r.body != `{"a": 1}` || r.header.Get("Content-Type") != "application/json" || r.header.Get("X-Context") == "" {
 		t.Fatalf("GET: %q %v", r.body, r.header)
 	}
-	if r.header.Get("X-Ring-Version") != c.table().Version() {
+	if r.header.Get("X-Ring-Version") != c.anyNode().placement().Version() {
 		t.Fatalf("X-Ring-Version %q", r.header.Get("X-Ring-Version"))
 	}
 	// A plain PUT replaces the value it reads, whichever node takes it.
@@ -161,10 +161,11 @@ func TestDelete(t *testing.T) {
 }
 
 func TestReadRepair(t *testing.T) {
-	c := newTestCluster(t, 3, nil)
+	c := newTestCluster(t, 3, func(cfg *Config) { cfg.Handoff.PauseHints = true })
 	c.stop("n3")
 	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"fresh"`))
 	c.start("n3")
+	c.waitSettled()
 	if got := c.liveValues("n3", "b", "k"); got != nil {
 		t.Fatalf("n3 has %q before the read", got)
 	}
@@ -187,6 +188,7 @@ func TestRestartKeepsData(t *testing.T) {
 	for _, id := range c.ids {
 		c.start(id)
 	}
+	c.waitSettled()
 	for i := range 20 {
 		if r := c.must(200, c.do("n2", "GET", fmt.Sprintf("/v1/kv/b/k%d?r=3", i), "")); r.body != fmt.Sprint(i) {
 			t.Fatalf("k%d: %q", i, r.body)
@@ -203,6 +205,7 @@ func TestWipedReplicaLosesNoWrite(t *testing.T) {
 	c.stop("n1")
 	c.wipe("n1")
 	c.start("n1")
+	c.waitSettled()
 	if c.store("n1").Actor() == oldActor {
 		t.Fatal("wiped node kept its epoch")
 	}
@@ -293,7 +296,7 @@ func TestNonReplicaForwardsWrites(t *testing.T) {
 		p := tab.Partition("b", key)
 		var outsider string
 		for _, id := range c.ids {
-			if !tab.IsPrimary(p, id) {
+			if !c.anyNode().placement().IsCounting(p, id) {
 				outsider = id
 				break
 			}
@@ -321,6 +324,8 @@ func TestClusterParamsMismatchRefused(t *testing.T) {
 	c.stop("n2")
 	cfg := c.cfg
 	cfg.NodeID = "n2"
+	cfg.Advertise = c.peers["n2"]
+	cfg.Gossip.BindAddr = "127.0.0.1:0"
 	cfg.Ring.Partitions = 128
 	_, err := Start(cfg, c.dirs["n2"], 0, nil)
 	if err == nil || !strings.Contains(err.Error(), "partitions=64") || !strings.Contains(err.Error(), "partitions=128") {
@@ -378,7 +383,7 @@ func TestClusterEndpointAndMetrics(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.body), &view); err != nil {
 		t.Fatal(err)
 	}
-	if view.Node != "n2" || len(view.Members) != 3 || len(view.Addresses) != 3 || view.N != 3 || view.Partitions != 64 || len(view.Lists) != 64 || view.RingVersion != c.table().Version() {
+	if view.Node != "n2" || len(view.Members) != 3 || len(view.Addresses) != 3 || view.N != 3 || view.Partitions != 64 || len(view.Lists) != 64 || view.RingVersion != c.anyNode().placement().Version() {
 		t.Fatalf("cluster view: %+v", view)
 	}
 	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `1`))

@@ -13,19 +13,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/quorumkv/quorumkv/ring"
+	"github.com/quorumkv/quorumkv/server/faultnet"
 	"github.com/quorumkv/quorumkv/storage"
 )
 
 // testCluster runs nodes in this process, each with its own Pebble
-// directory and its own HTTP server on a loopback port picked at run time.
-// Nodes talk to each other over real HTTP.
+// directory, its own HTTP server on a loopback port picked at run time and
+// its own memberlist. Nodes talk to each other over real HTTP and real
+// gossip, through a fault-injecting network (c.net).
 type testCluster struct {
 	t       testing.TB
 	cfg     Config
+	net     *faultnet.Network
 	ids     []string
 	dirs    map[string]string
-	peers   map[string]string
+	peers   map[string]string // id -> HTTP address (kept across restarts)
+	gossip  map[string]string // id -> gossip address (kept across restarts)
 	servers map[string]*Server
 	client  *http.Client
 }
@@ -37,62 +43,128 @@ func quietLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// testConfig is the base configuration of test nodes: small partitions and
+// fast gossip, so that membership settles in a fraction of a second.
+func testConfig() Config {
+	cfg := DefaultConfig()
+	cfg.Ring.Partitions = 64
+	cfg.Logger = quietLogger()
+	cfg.ReplicaTimeout = 500 * time.Millisecond
+	cfg.Gossip.ProbeInterval = 100 * time.Millisecond
+	cfg.Gossip.ProbeTimeout = 50 * time.Millisecond
+	cfg.Gossip.GossipInterval = 30 * time.Millisecond
+	cfg.Gossip.PushPullInterval = 500 * time.Millisecond
+	cfg.Gossip.SuspicionMult = 2
+	cfg.Gossip.TCPTimeout = time.Second
+	cfg.Gossip.JoinRetryMax = 200 * time.Millisecond
+	cfg.Handoff.Interval = 50 * time.Millisecond
+	return cfg
+}
+
 func newTestCluster(t testing.TB, nodes int, mutate func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{
 		t:       t,
+		net:     faultnet.New(),
 		dirs:    map[string]string{},
 		peers:   map[string]string{},
+		gossip:  map[string]string{},
 		servers: map[string]*Server{},
 		client:  &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}},
 	}
 	root := t.TempDir()
-	listeners := map[string]net.Listener{}
-	for i := range nodes {
-		id := fmt.Sprintf("n%d", i+1)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.ids = append(c.ids, id)
-		c.dirs[id] = filepath.Join(root, id)
-		c.peers[id] = ln.Addr().String()
-		listeners[id] = ln
-	}
-	c.cfg = DefaultConfig()
-	c.cfg.Ring.Partitions = 64
-	c.cfg.Logger = quietLogger()
+	c.cfg = testConfig()
 	if mutate != nil {
 		mutate(&c.cfg)
 	}
-	c.cfg.Peers = c.peers
-	for _, id := range c.ids {
-		c.startOn(id, listeners[id])
-	}
 	t.Cleanup(c.close)
+	for i := range nodes {
+		id := fmt.Sprintf("n%d", i+1)
+		c.ids = append(c.ids, id)
+		c.dirs[id] = filepath.Join(root, id)
+		c.start(id)
+	}
+	c.waitSettled()
 	return c
 }
 
-func (c *testCluster) startOn(id string, ln net.Listener) {
+// start starts (or restarts) a node on its address and data directory. A
+// node with no data joins through the running nodes.
+func (c *testCluster) start(id string) {
 	c.t.Helper()
+	addr := c.peers[id]
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		c.t.Fatalf("listen %s: %v", id, err)
+	}
 	cfg := c.cfg
 	cfg.NodeID = id
+	cfg.Advertise = ln.Addr().String()
+	cfg.Gossip.BindAddr = c.gossip[id]
+	if cfg.Gossip.BindAddr == "" {
+		cfg.Gossip.BindAddr = "127.0.0.1:0"
+	}
+	for _, other := range c.running() {
+		cfg.Gossip.Join = append(cfg.Gossip.Join, c.gossip[other])
+	}
+	cfg.Dial = c.net.Dialer(id)
+	cfg.Gossip.WrapTransport = func(t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport { return c.net.Transport(id, t) }
 	s, err := Start(cfg, c.dirs[id], 8<<20, ln)
 	if err != nil {
-		ln.Close()
 		c.t.Fatalf("start %s: %v", id, err)
 	}
 	c.servers[id] = s
+	c.peers[id] = cfg.Advertise
+	c.gossip[id] = *s.Node.gossip.addr.Load()
+	c.net.Register(id, c.peers[id], c.gossip[id])
 }
 
-// start restarts a stopped node on its old address and data directory.
-func (c *testCluster) start(id string) {
-	c.t.Helper()
-	ln, err := net.Listen("tcp", c.peers[id])
-	if err != nil {
-		c.t.Fatalf("relisten %s: %v", id, err)
+// running lists the nodes that are up, in id order.
+func (c *testCluster) running() []string {
+	var out []string
+	for _, id := range c.ids {
+		if c.servers[id] != nil {
+			out = append(out, id)
+		}
 	}
-	c.startOn(id, ln)
+	return out
+}
+
+// waitSettled waits until every running node sees every node of the
+// cluster that is not removed as a member, sees the running ones alive, has
+// no transfer pending, and all agree on the ring version.
+func (c *testCluster) waitSettled() {
+	c.t.Helper()
+	eventually(c.t, "the cluster to settle", func() bool {
+		version := ""
+		for _, id := range c.running() {
+			n := c.servers[id].Node
+			pl := n.placement()
+			if !pl.Settled() {
+				return false
+			}
+			for _, other := range c.ids {
+				m, ok := pl.Membership().Get(other)
+				if !ok {
+					return false
+				}
+				if m.State != ring.StateMember && m.State != ring.StateRemoved {
+					return false
+				}
+				if c.servers[other] != nil && !n.alive(other) {
+					return false
+				}
+			}
+			if version != "" && pl.Version() != version {
+				return false
+			}
+			version = pl.Version()
+		}
+		return true
+	})
 }
 
 func (c *testCluster) stop(id string) {
@@ -125,7 +197,9 @@ func (c *testCluster) close() {
 
 func (c *testCluster) store(id string) *storage.Store { return c.servers[id].store }
 
-func (c *testCluster) table() *ring.Table { return c.servers[c.ids[0]].Node.Table() }
+func (c *testCluster) table() *ring.Table { return c.anyNode().Table() }
+
+func (c *testCluster) anyNode() *Node { return c.servers[c.running()[0]].Node }
 
 type response struct {
 	status int

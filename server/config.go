@@ -1,21 +1,27 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/quorumkv/quorumkv/ring"
 )
 
 // Config configures a node. Zero fields take the defaults of DefaultConfig.
 type Config struct {
-	// NodeID names this node. It must be one of Peers. Required.
+	// NodeID names this node. Required.
 	NodeID string
-	// Peers maps every member's node id to its HTTP address (host:port),
-	// this node included. A static member list. Required.
-	Peers map[string]string
+	// Advertise is the HTTP address (host:port) other nodes and clients use
+	// to reach this node. Required.
+	Advertise string
+	// Gossip configures membership gossip and failure detection.
+	Gossip GossipConfig
 	// Ring holds N and the partition count, fixed at cluster creation, and
 	// the placement tuning. Default ring.DefaultConfig() (N=3, 1024
 	// partitions).
@@ -28,6 +34,10 @@ type Config struct {
 	Timeout time.Duration
 	// MaxTimeout caps ?timeout=. Default 60s.
 	MaxTimeout time.Duration
+	// ReplicaTimeout bounds one replica call within a request. A primary
+	// that does not answer within it is replaced by a fallback (sloppy
+	// quorum). Default 1s (and never beyond the request's deadline).
+	ReplicaTimeout time.Duration
 	// MaxBody is the largest value accepted, in bytes. Default 1 MiB.
 	MaxBody int64
 	// SiblingWarn is the sibling count past which responses carry an
@@ -37,22 +47,113 @@ type Config struct {
 	// would add a sibling is refused with 409. Replica apply and repairs
 	// never refuse. Default 100.
 	SiblingLimit int
+	// Handoff configures hint delivery and partition transfers.
+	Handoff HandoffConfig
+	// Dial, if set, opens node-to-node connections (tests inject faults
+	// here). Default: a net.Dialer with a 2s timeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+}
+
+// GossipConfig configures memberlist. The intervals trade detection speed
+// against gossip traffic; the defaults suit a LAN.
+type GossipConfig struct {
+	// BindAddr is the host:port memberlist listens on (UDP and TCP).
+	// Required.
+	BindAddr string
+	// Advertise is the gossip address peers use. Default BindAddr.
+	Advertise string
+	// Join lists gossip addresses of existing members. Empty for the first
+	// node of a new cluster. A node that already belongs to a cluster also
+	// contacts the members it knows.
+	Join []string
+	// ProbeInterval is how often a random peer is probed. Default 1s.
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a probe waits for an ack. Default 500ms.
+	ProbeTimeout time.Duration
+	// GossipInterval is how often broadcasts are gossiped. Default 200ms.
+	GossipInterval time.Duration
+	// PushPullInterval is how often full state is exchanged with a random
+	// peer. Default 15s.
+	PushPullInterval time.Duration
+	// SuspicionMult scales how long a suspect node has to refute before it
+	// is declared dead. Default 4.
+	SuspicionMult int
+	// TCPTimeout bounds memberlist's TCP exchanges. Default 5s.
+	TCPTimeout time.Duration
+	// JoinRetryMax caps the backoff between join attempts. Default 5s.
+	JoinRetryMax time.Duration
+	// WrapTransport, if set, wraps memberlist's network transport (tests
+	// inject faults here).
+	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
+}
+
+func (g GossipConfig) advertise() string {
+	if g.Advertise != "" {
+		return g.Advertise
+	}
+	return g.BindAddr
+}
+
+// HandoffConfig configures hinted handoff delivery and ownership transfers.
+// Both are background work, rate-limited so that they never starve client
+// requests.
+type HandoffConfig struct {
+	// Interval is how often the hint and transfer loops look for work.
+	// Default 1s.
+	Interval time.Duration
+	// HintRate caps hint deliveries per second. Default 2000.
+	HintRate int
+	// HintBatch is how many hints one delivery pass reads at a time.
+	// Default 256.
+	HintBatch int
+	// TransferRate caps partition transfer bytes per second. Default 16 MiB.
+	TransferRate int64
+	// TransferBatch is the size of one transfer batch in bytes. Default
+	// 256 KiB.
+	TransferBatch int
+	// PauseHints stops hint delivery (hints are still stored). For tests
+	// that must see read repair or anti-entropy work alone.
+	PauseHints bool
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	return Config{
-		Ring:         ring.DefaultConfig(),
-		R:            2,
-		W:            2,
-		Timeout:      3 * time.Second,
-		MaxTimeout:   60 * time.Second,
-		MaxBody:      1 << 20,
-		SiblingWarn:  25,
-		SiblingLimit: 100,
-		Logger:       slog.Default(),
+		Gossip: GossipConfig{
+			ProbeInterval:    time.Second,
+			ProbeTimeout:     500 * time.Millisecond,
+			GossipInterval:   200 * time.Millisecond,
+			PushPullInterval: 15 * time.Second,
+			SuspicionMult:    4,
+			TCPTimeout:       5 * time.Second,
+			JoinRetryMax:     5 * time.Second,
+		},
+		Ring:           ring.DefaultConfig(),
+		R:              2,
+		W:              2,
+		Timeout:        3 * time.Second,
+		MaxTimeout:     60 * time.Second,
+		ReplicaTimeout: time.Second,
+		MaxBody:        1 << 20,
+		SiblingWarn:    25,
+		SiblingLimit:   100,
+		Handoff: HandoffConfig{
+			Interval:      time.Second,
+			HintRate:      2000,
+			HintBatch:     256,
+			TransferRate:  16 << 20,
+			TransferBatch: 256 << 10,
+		},
+		Logger: slog.Default(),
+	}
+}
+
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
 	}
 }
 
@@ -62,30 +163,29 @@ func (c Config) withDefaults() Config {
 	if c.Ring == (ring.Config{}) {
 		c.Ring = d.Ring
 	}
-	if c.R == 0 {
-		c.R = d.R
-	}
-	if c.W == 0 {
-		c.W = d.W
-	}
-	if c.Timeout == 0 {
-		c.Timeout = d.Timeout
-	}
-	if c.MaxTimeout == 0 {
-		c.MaxTimeout = d.MaxTimeout
-	}
-	if c.MaxBody == 0 {
-		c.MaxBody = d.MaxBody
-	}
-	if c.SiblingWarn == 0 {
-		c.SiblingWarn = d.SiblingWarn
-	}
-	if c.SiblingLimit == 0 {
-		c.SiblingLimit = d.SiblingLimit
-	}
-	if c.Logger == nil {
-		c.Logger = d.Logger
-	}
+	orDefault(&c.R, d.R)
+	orDefault(&c.W, d.W)
+	orDefault(&c.Timeout, d.Timeout)
+	orDefault(&c.MaxTimeout, d.MaxTimeout)
+	orDefault(&c.ReplicaTimeout, d.ReplicaTimeout)
+	orDefault(&c.MaxBody, d.MaxBody)
+	orDefault(&c.SiblingWarn, d.SiblingWarn)
+	orDefault(&c.SiblingLimit, d.SiblingLimit)
+	orDefault(&c.Logger, d.Logger)
+	g, dg := &c.Gossip, d.Gossip
+	orDefault(&g.ProbeInterval, dg.ProbeInterval)
+	orDefault(&g.ProbeTimeout, dg.ProbeTimeout)
+	orDefault(&g.GossipInterval, dg.GossipInterval)
+	orDefault(&g.PushPullInterval, dg.PushPullInterval)
+	orDefault(&g.SuspicionMult, dg.SuspicionMult)
+	orDefault(&g.TCPTimeout, dg.TCPTimeout)
+	orDefault(&g.JoinRetryMax, dg.JoinRetryMax)
+	h, dh := &c.Handoff, d.Handoff
+	orDefault(&h.Interval, dh.Interval)
+	orDefault(&h.HintRate, dh.HintRate)
+	orDefault(&h.HintBatch, dh.HintBatch)
+	orDefault(&h.TransferRate, dh.TransferRate)
+	orDefault(&h.TransferBatch, dh.TransferBatch)
 	return c
 }
 
@@ -95,14 +195,14 @@ func (c Config) Validate() error {
 	if err := ring.ValidateNodeID(c.NodeID); err != nil {
 		errs = append(errs, err)
 	}
-	if _, ok := c.Peers[c.NodeID]; !ok {
-		errs = append(errs, fmt.Errorf("peers must include this node %q", c.NodeID))
+	if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+		errs = append(errs, fmt.Errorf("advertised HTTP address %q: %v", c.Advertise, err))
+	}
+	if _, _, err := net.SplitHostPort(c.Gossip.BindAddr); err != nil {
+		errs = append(errs, fmt.Errorf("gossip address %q: %v", c.Gossip.BindAddr, err))
 	}
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)
-	}
-	if len(c.Peers) < c.Ring.N {
-		errs = append(errs, fmt.Errorf("n=%d needs at least %d members, have %d", c.Ring.N, c.Ring.N, len(c.Peers)))
 	}
 	if c.R < 1 || c.R > c.Ring.N {
 		errs = append(errs, fmt.Errorf("r=%d must be within 1..n=%d", c.R, c.Ring.N))
@@ -113,11 +213,17 @@ func (c Config) Validate() error {
 	if c.Timeout <= 0 || c.MaxTimeout < c.Timeout {
 		errs = append(errs, fmt.Errorf("timeout %v must be positive and at most max timeout %v", c.Timeout, c.MaxTimeout))
 	}
+	if c.ReplicaTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("replica timeout %v must be positive", c.ReplicaTimeout))
+	}
 	if c.MaxBody <= 0 {
 		errs = append(errs, fmt.Errorf("max body %d must be positive", c.MaxBody))
 	}
 	if c.SiblingWarn < 1 || c.SiblingLimit < c.SiblingWarn {
 		errs = append(errs, fmt.Errorf("sibling warning %d must be positive and at most the limit %d", c.SiblingWarn, c.SiblingLimit))
+	}
+	if c.Handoff.HintRate < 1 || c.Handoff.TransferRate < 1 || c.Handoff.HintBatch < 1 || c.Handoff.TransferBatch < 1 {
+		errs = append(errs, errors.New("handoff rates and batch sizes must be positive"))
 	}
 	return errors.Join(errs...)
 }

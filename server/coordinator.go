@@ -4,22 +4,29 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"time"
 
+	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
 )
 
-// The coordinator fans each request out to the primaries of its key in
+// The coordinator fans each request out to the replicas of its key in
 // parallel and answers as soon as enough have: R replies (a not-found
 // counts, an error or timeout does not) for a read, W synced acks for a
-// write. Replica calls run in goroutines owned by the node with the
-// request's deadline but not its cancellation, so stragglers finish their
-// work after the client has its answer, and a read can repair the replicas
-// it found stale.
+// write. Who counts comes from the placement: the partition's counting
+// replicas (its primaries, or during a transfer the nodes that still hold
+// the data). With a sloppy quorum, a counting replica that is down or does
+// not answer within ReplicaTimeout is stood in for by the next live
+// fallback, which keeps the write as a durable hint for it and answers
+// reads with the hints it holds. Replica calls run in goroutines owned by
+// the node with the request's deadline but not its cancellation, so
+// stragglers finish after the client has its answer.
 
 // reply is one replica's answer. A nil obj with a nil err is a not-found.
 type reply struct {
-	node string
+	node string // who answered
+	owner string // the counting replica it stands for: node itself, or the one a fallback stands in for
 	obj  *storage.Object
 	err  error
 }
@@ -41,13 +48,34 @@ func (n *Node) fanOut(deadline time.Time, nodes []string, fn func(ctx context.Co
 	return ch
 }
 
-// replicaGet reads node's copy of k: from the local store for this node,
-// over the transport otherwise.
+// fallbacks hands out a partition's live fallback nodes, each once, to the
+// replicas that need a stand-in.
+type fallbacks struct {
+	mu    sync.Mutex
+	nodes []string
+}
+
+func (f *fallbacks) next(n *Node) (string, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for len(f.nodes) > 0 {
+		node := f.nodes[0]
+		f.nodes = f.nodes[1:]
+		if n.alive(node) {
+			return node, true
+		}
+	}
+	return "", false
+}
+
+// replicaGet reads node's copy of k, merged with any hints node holds for
+// the key: from the local store for this node, over the transport
+// otherwise.
 func (n *Node) replicaGet(ctx context.Context, node string, k storage.Key) reply {
 	var o *storage.Object
 	var err error
 	if node == n.cfg.NodeID {
-		o, err = n.store.Get(k)
+		o, err = n.localGet(k)
 	} else {
 		o, err = n.transport.Get(ctx, node, k)
 	}
@@ -58,14 +86,34 @@ func (n *Node) replicaGet(ctx context.Context, node string, k storage.Key) reply
 	if err != nil {
 		n.log.Debug("replica read failed", "peer", node, "key", k, "err", err)
 	}
-	return reply{node: node, obj: o, err: err}
+	return reply{node: node, owner: node, obj: o, err: err}
+}
+
+// localGet is this node's answer to a read: its object merged with the
+// hints it holds for the key (it may be a fallback for a down replica).
+func (n *Node) localGet(k storage.Key) (*storage.Object, error) {
+	o, err := n.store.Get(k)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	hints, herr := n.store.HintsForKey(k)
+	if herr != nil {
+		return nil, herr
+	}
+	for _, h := range hints {
+		o = storage.Merge(o, h)
+	}
+	if o == nil {
+		return nil, storage.ErrNotFound
+	}
+	return o, nil
 }
 
 // replicaApply merges o into node's copy of k.
-func (n *Node) replicaApply(ctx context.Context, node string, k storage.Key, o *storage.Object) reply {
+func (n *Node) replicaApply(ctx context.Context, node string, k storage.Key, o *storage.Object) error {
 	var err error
 	if node == n.cfg.NodeID {
-		_, err = n.store.Apply(k, o)
+		err = n.localApply(k, o)
 	} else {
 		err = n.transport.Apply(ctx, node, k, o)
 	}
@@ -73,17 +121,79 @@ func (n *Node) replicaApply(ctx context.Context, node string, k storage.Key, o *
 	if err != nil {
 		n.log.Debug("replica apply failed", "peer", node, "key", k, "err", err)
 	}
-	return reply{node: node, err: err}
+	return err
 }
 
-// read returns the merge of the first r replies from k's primaries (nil if
-// none of them holds the key). The remaining replies are awaited in the
-// background, and every replica that answered with less than the merge of
-// all answers gets that merge (read repair).
-func (n *Node) read(ctx context.Context, k storage.Key, r int, deadline time.Time) (*storage.Object, error) {
-	nodes := n.Table().Primaries(int(k.Partition))
+// replicaHint asks node to keep o as a hint for owner.
+func (n *Node) replicaHint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error {
+	var err error
+	if node == n.cfg.NodeID {
+		err = n.store.PutHint(owner, k, o, storage.HintDurable, time.Now())
+	} else {
+		err = n.transport.Hint(ctx, node, owner, k, o)
+	}
+	n.metrics.replicaCalls.WithLabelValues("hint", result(err)).Inc()
+	if err == nil {
+		n.metrics.hints.WithLabelValues("stored").Inc()
+	} else if errors.Is(err, storage.ErrHintsFull) {
+		n.metrics.hints.WithLabelValues("refused").Inc()
+	}
+	return err
+}
+
+// localApply merges o into this node's copy of k. A node that no longer
+// holds or receives k's partition (the ring moved on) keeps it as hints for
+// the partition's current write targets instead, so a late write is
+// forwarded, never stranded.
+func (n *Node) localApply(k storage.Key, o *storage.Object) error {
+	pl := n.placement()
+	p := int(k.Partition)
+	if pl.IsWriteTarget(p, n.cfg.NodeID) || pl.Holdings()[n.cfg.NodeID].Parts.Has(p) {
+		_, err := n.store.Apply(k, o)
+		return err
+	}
+	for _, owner := range pl.Writes(p) {
+		if err := n.store.PutHint(owner, k, o, storage.HintDurable, time.Now()); err != nil {
+			return err
+		}
+	}
+	n.metrics.hints.WithLabelValues("forwarded").Inc()
+	return nil
+}
+
+// readTargets picks who to ask for partition p: the counting replicas,
+// with live fallbacks standing in for down ones when sloppy.
+func (n *Node) readTargets(pl *ring.Placement, p int, sloppy bool) []reply {
+	var out []reply
+	fb := &fallbacks{nodes: slices.Clone(pl.Fallbacks(p))}
+	for _, node := range pl.Counting(p) {
+		if n.alive(node) || !sloppy {
+			out = append(out, reply{node: node, owner: node})
+			continue
+		}
+		if f, ok := fb.next(n); ok {
+			out = append(out, reply{node: f, owner: node})
+		}
+	}
+	return out
+}
+
+// read returns the merge of the first r replies for k (nil if none of them
+// holds the key). The remaining replies are awaited in the background, and
+// every counting replica that answered with less than the merge of all
+// answers gets that merge (read repair).
+func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, deadline time.Time) (*storage.Object, error) {
+	targets := n.readTargets(n.placement(), int(k.Partition), sloppy)
+	nodes := make([]string, len(targets))
+	forOf := map[string]string{}
+	for i, t := range targets {
+		nodes[i] = t.node
+		forOf[t.node] = t.owner
+	}
 	ch := n.fanOut(deadline, nodes, func(ctx context.Context, node string) reply {
-		return n.replicaGet(ctx, node, k)
+		rep := n.replicaGet(ctx, node, k)
+		rep.owner = forOf[node]
+		return rep
 	})
 	var got []reply
 	acked := 0
@@ -114,9 +224,10 @@ func (n *Node) read(ctx context.Context, k storage.Key, r int, deadline time.Tim
 }
 
 // readRepair waits for the rest of a read's replies (each call ends by the
-// read's deadline), merges all answers, and sends the merge to every replica
-// whose answer differed. Replicas that failed to answer are left to hinted
-// handoff and anti-entropy: their state is unknown.
+// read's deadline), merges all answers, and sends the merge to every
+// replica that answered for itself with less. Fallbacks are not repaired
+// (their hints will be delivered), nor replicas whose state is unknown
+// because they failed to answer: hints and anti-entropy cover those.
 func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int) {
 	for len(got) < total {
 		got = append(got, <-ch)
@@ -133,7 +244,7 @@ func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int
 	want := string(storage.EncodeObject(final))
 	var stale []string
 	for _, g := range got {
-		if g.ok() && (g.obj == nil || string(storage.EncodeObject(g.obj)) != want) {
+		if g.ok() && g.node == g.owner && (g.obj == nil || string(storage.EncodeObject(g.obj)) != want) {
 			stale = append(stale, g.node)
 		}
 	}
@@ -141,7 +252,7 @@ func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int
 		return
 	}
 	ch = n.fanOut(time.Now().Add(n.cfg.Timeout), stale, func(ctx context.Context, node string) reply {
-		return n.replicaApply(ctx, node, k, final)
+		return reply{node: node, err: n.replicaApply(ctx, node, k, final)}
 	})
 	for range stale {
 		if rep := <-ch; rep.ok() {
@@ -151,16 +262,37 @@ func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int
 	}
 }
 
-// write coordinates a client write at this node, which must be a primary of
-// k: it issues the new version locally and answers once wq primaries, itself
-// included, have it on disk. The other primaries get the object as soon as
-// its dot is issued, so their fsyncs overlap the local one.
-func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int, deadline time.Time) (storage.Written, error) {
-	others := slices.DeleteFunc(slices.Clone(n.Table().Primaries(int(k.Partition))), func(s string) bool { return s == n.cfg.NodeID })
+// write coordinates a client write at this node, which must be a counting
+// replica of k: it issues the new version locally and answers once wq
+// counting replicas (or their stand-ins), itself included, have it on disk.
+// The other write targets get the object as soon as its dot is issued, so
+// their fsyncs overlap the local one.
+func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int, sloppy bool, deadline time.Time) (storage.Written, error) {
+	pl := n.placement()
+	p := int(k.Partition)
+	var counting, extra []string
+	for _, node := range pl.Writes(p) {
+		switch {
+		case node == n.cfg.NodeID:
+		case pl.IsCounting(p, node):
+			counting = append(counting, node)
+		default:
+			extra = append(extra, node)
+		}
+	}
+	fb := &fallbacks{nodes: slices.Clone(pl.Fallbacks(p))}
 	var ch <-chan reply
 	w.Issued = func(o *storage.Object) {
-		ch = n.fanOut(deadline, others, func(ctx context.Context, node string) reply {
-			return n.replicaApply(ctx, node, k, o)
+		ch = n.fanOut(deadline, counting, func(ctx context.Context, node string) reply {
+			return n.replicate(ctx, node, k, o, fb, sloppy)
+		})
+		// New owners still receiving the partition get every write but do
+		// not count toward W.
+		n.fanOut(deadline, extra, func(ctx context.Context, node string) reply {
+			if err := n.replicaApply(ctx, node, k, o); err != nil {
+				n.storeSlowHint(node, k, o)
+			}
+			return reply{}
 		})
 	}
 	written, err := n.store.Put(k, w)
@@ -169,7 +301,7 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 		return storage.Written{}, err
 	}
 	acked := 1
-	for i := 0; acked < wq && i < len(others); i++ {
+	for i := 0; acked < wq && i < len(counting); i++ {
 		select {
 		case rep := <-ch:
 			if rep.ok() {
@@ -183,4 +315,50 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 		return storage.Written{}, &QuorumError{Op: "write", Required: wq, Acknowledged: acked}
 	}
 	return written, nil
+}
+
+// replicate brings o to one counting replica: directly when it is alive
+// and answers within ReplicaTimeout, else (sloppy) as a durable hint on the
+// next live fallback that accepts it. If neither works, the version is kept
+// as a best-effort hint here, and the reply is a failure.
+func (n *Node) replicate(ctx context.Context, owner string, k storage.Key, o *storage.Object, fb *fallbacks, sloppy bool) reply {
+	var err error
+	if n.alive(owner) {
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.ReplicaTimeout)
+		err = n.replicaApply(rctx, owner, k, o)
+		cancel()
+		if err == nil {
+			return reply{node: owner, owner: owner}
+		}
+	} else {
+		err = errors.New("down")
+	}
+	if sloppy {
+		for {
+			f, ok := fb.next(n)
+			if !ok {
+				break
+			}
+			rctx, cancel := context.WithTimeout(ctx, n.cfg.ReplicaTimeout)
+			herr := n.replicaHint(rctx, f, owner, k, o)
+			cancel()
+			if herr == nil {
+				return reply{node: f, owner: owner}
+			}
+			err = herr
+		}
+	}
+	n.storeSlowHint(owner, k, o)
+	return reply{node: owner, owner: owner, err: err}
+}
+
+// storeSlowHint keeps a version for a replica that did not get it, as a
+// bounded best-effort hint on this node: if the hint store drops it,
+// anti-entropy repairs the replica.
+func (n *Node) storeSlowHint(owner string, k storage.Key, o *storage.Object) {
+	if err := n.store.PutHint(owner, k, o, storage.HintSlow, time.Now()); err != nil {
+		n.log.Warn("cannot keep a hint for a slow replica", "owner", owner, "key", k, "err", err)
+		return
+	}
+	n.metrics.hints.WithLabelValues("slow").Inc()
 }

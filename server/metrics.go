@@ -16,6 +16,12 @@ type metrics struct {
 	siblings       prometheus.Histogram
 	replicaCalls   *prometheus.CounterVec // op, result
 	forwarded      prometheus.Counter
+	hints          *prometheus.CounterVec // event: stored, refused, delivered, slow, forwarded
+	pendingHints   *prometheus.GaugeVec   // kind: durable, slow
+	transfers      prometheus.Gauge
+	transfersDone  prometheus.Counter
+	transferBytes  prometheus.Counter
+	memberChanges  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -51,7 +57,32 @@ func newMetrics() *metrics {
 			Name: "quorumkv_forwarded_writes_total",
 			Help: "Writes this node forwarded to a replica of the key because it is not one.",
 		}),
+		hints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quorumkv_hints_total",
+			Help: "Hint events on this node: stored (accepted as a fallback), refused (store full), delivered, slow (kept for a replica slower than W), forwarded (a late write for a partition this node no longer holds).",
+		}, []string{"event"}),
+		pendingHints: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "quorumkv_hints_pending",
+			Help: "Hints this node holds, by kind (durable: counted toward W, never dropped; slow: best effort).",
+		}, []string{"kind"}),
+		transfers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "quorumkv_transfers_pending",
+			Help: "Partitions this node must still receive after a ring change.",
+		}),
+		transfersDone: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_transfers_completed_total",
+			Help: "Partitions received completely.",
+		}),
+		transferBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_transfer_bytes_total",
+			Help: "Approximate bytes received by partition transfers.",
+		}),
+		memberChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_membership_changes_total",
+			Help: "Changes to this node's view of the ring membership (local or gossiped).",
+		}),
 	}
+	m.reg.MustRegister(m.hints, m.pendingHints, m.transfers, m.transfersDone, m.transferBytes, m.memberChanges)
 	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

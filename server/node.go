@@ -8,12 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
-	"slices"
+	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
@@ -25,19 +26,26 @@ type Node struct {
 	cfg       Config
 	store     *storage.Store
 	transport Transport
-	table     atomic.Pointer[ring.Table]
-	addrs     map[string]string // node id -> HTTP address; static for now
-	cluster   string            // this cluster's parameters, as sent in clusterHeader
+	gossip    *gossip
+	cluster   string // this cluster's parameters, as sent in clusterHeader
 	forwarder *http.Client
 	metrics   *metrics
 	log       *slog.Logger
 	ready     atomic.Bool
 
 	// bg is the parent of work that outlives a request (straggler writes,
-	// read repair); Close cancels it and waits for wg.
+	// read repair, hint delivery, transfers); Close cancels it and waits
+	// for wg.
 	bg     context.Context
 	stopBg context.CancelFunc
 	wg     sync.WaitGroup
+	bgMu   sync.Mutex // orders goBackground against Close
+	closed bool
+
+	// leaveDone is closed when a leave finished: the node handed over its
+	// data and marked itself removed.
+	leaveDone chan struct{}
+	leaveOnce sync.Once
 }
 
 // clusterParams names the parameters fixed at cluster creation.
@@ -46,17 +54,14 @@ func clusterParams(c ring.Config) string {
 }
 
 // NewNode builds a node over an open store. A nil transport means HTTP to
-// the addresses in cfg.Peers. The cluster parameters (N, partitions) are
-// persisted in the store on first start; a later start with different ones
-// is refused, naming the mismatch.
+// the members' advertised addresses. The cluster parameters (N, partitions)
+// are persisted in the store on first start; a later start with different
+// ones is refused, naming the mismatch. Gossip and background loops start
+// with Start.
 func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("server: invalid config: %w", err)
-	}
-	table, err := ring.New(cfg.Ring, slices.Collect(maps.Keys(cfg.Peers)))
-	if err != nil {
-		return nil, fmt.Errorf("server: build ring: %w", err)
 	}
 	params := clusterParams(cfg.Ring)
 	stored, err := store.GetMeta("cluster")
@@ -70,40 +75,77 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	case string(stored) != params:
 		return nil, fmt.Errorf("server: cluster parameters mismatch: the data directory was created with %s, this node is configured with %s; N and the partition count are fixed at cluster creation", stored, params)
 	}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	}
 	n := &Node{
 		cfg:       cfg,
 		store:     store,
 		transport: tr,
-		addrs:     maps.Clone(cfg.Peers),
 		cluster:   params,
-		forwarder: &http.Client{Transport: newHTTPClientTransport()},
+		forwarder: &http.Client{Transport: newHTTPClientTransport(dial)},
 		metrics:   newMetrics(),
 		log:       cfg.Logger.With("node", cfg.NodeID),
+		leaveDone: make(chan struct{}),
+	}
+	n.bg, n.stopBg = context.WithCancel(context.Background())
+	if n.gossip, err = openGossip(n); err != nil {
+		return nil, err
 	}
 	if n.transport == nil {
-		n.transport = NewHTTPTransport(n.addr, params)
+		n.transport = NewHTTPTransport(n.addr, params, dial)
 	}
-	n.table.Store(table)
-	n.bg, n.stopBg = context.WithCancel(context.Background())
-	n.ready.Store(true)
 	return n, nil
 }
 
+// epoch is this incarnation's data directory epoch.
+func (n *Node) epoch() string { return strings.TrimPrefix(n.store.Actor(), n.cfg.NodeID+".") }
+
+// addr returns a member's advertised HTTP address.
 func (n *Node) addr(node string) (string, bool) {
-	a, ok := n.addrs[node]
-	return a, ok
+	m, ok := n.placement().Membership().Get(node)
+	if !ok || m.State == ring.StateRemoved || m.Addr == "" {
+		return "", false
+	}
+	return m.Addr, true
 }
 
 // ID returns the node id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// Table returns the current ring table.
-func (n *Node) Table() *ring.Table { return n.table.Load() }
+// placement returns the current placement.
+func (n *Node) placement() *ring.Placement { return n.gossip.placement.Load() }
 
-// Close stops background work (straggler writes, read repairs) and waits
-// for it. It does not close the store.
-func (n *Node) Close() {
+// Table returns the current target ring table.
+func (n *Node) Table() *ring.Table { return n.placement().Target() }
+
+// alive reports whether the failure detector considers node alive.
+func (n *Node) alive(node string) bool { return n.gossip.isAlive(node) }
+
+// start starts gossip and the background loops; the HTTP server must be
+// serving already, so that peers who learn of this node can reach it.
+func (n *Node) start() error {
+	if err := n.gossip.start(); err != nil {
+		return err
+	}
+	n.goBackground(n.hintLoop)
+	n.goBackground(n.transferLoop)
+	n.ready.Store(true)
+	return nil
+}
+
+// LeaveDone is closed once a leave completed.
+func (n *Node) LeaveDone() <-chan struct{} { return n.leaveDone }
+
+// Close stops gossip and background work (straggler writes, read repairs,
+// hint delivery, transfers) and waits for it. It does not close the store.
+func (n *Node) Close(ctx context.Context) {
 	n.ready.Store(false)
+	n.gossip.stop(ctx)
+	n.bgMu.Lock()
+	n.closed = true
+	n.bgMu.Unlock()
 	n.stopBg()
 	n.wg.Wait()
 	if t, ok := n.transport.(interface{ CloseIdleConnections() }); ok {
@@ -112,8 +154,14 @@ func (n *Node) Close() {
 	n.forwarder.CloseIdleConnections()
 }
 
-// goBackground runs fn in a goroutine owned by the node.
+// goBackground runs fn in a goroutine owned by the node; after Close it
+// does nothing.
 func (n *Node) goBackground(fn func()) {
+	n.bgMu.Lock()
+	defer n.bgMu.Unlock()
+	if n.closed {
+		return
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

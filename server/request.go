@@ -69,6 +69,7 @@ type kvRequest struct {
 	context    storage.Context
 	hasContext bool
 	returnBody bool
+	sloppy     bool
 }
 
 func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
@@ -76,7 +77,7 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 	if err != nil {
 		return kvRequest{}, err
 	}
-	req := kvRequest{key: n.keyFor(bucket, key), r: n.cfg.R, w: n.cfg.W}
+	req := kvRequest{key: n.keyFor(bucket, key), r: n.cfg.R, w: n.cfg.W, sloppy: true}
 	q := r.URL.Query()
 	if req.r, err = parseQuorum(q, "r", n.cfg.R, n.cfg.Ring.N); err != nil {
 		return kvRequest{}, err
@@ -94,6 +95,11 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 	if s := q.Get("returnbody"); s != "" {
 		if req.returnBody, err = strconv.ParseBool(s); err != nil {
 			return kvRequest{}, badRequest("returnbody=%q must be true or false", s)
+		}
+	}
+	if s := q.Get("sloppy"); s != "" {
+		if req.sloppy, err = strconv.ParseBool(s); err != nil {
+			return kvRequest{}, badRequest("sloppy=%q must be true or false", s)
 		}
 	}
 	if tok := r.Header.Get("X-Context"); tok != "" {

@@ -56,7 +56,12 @@ func Start(cfg Config, dataDir string, cacheSize int64, ln net.Listener) (*Serve
 		s.done <- err
 		close(s.done)
 	}()
-	node.log.Info("serving", "addr", ln.Addr().String(), "actor", st.Actor(), "cluster", node.cluster, "ring_version", node.Table().Version())
+	if err := node.start(); err != nil {
+		_ = s.Close(context.Background())
+		return nil, err
+	}
+	node.log.Info("serving", "addr", ln.Addr().String(), "gossip", *node.gossip.addr.Load(), "actor", st.Actor(),
+		"cluster", node.cluster, "ring_version", node.placement().Version())
 	return s, nil
 }
 
@@ -87,6 +92,9 @@ func (s *Server) Close(ctx context.Context) error {
 	// http.Server.Shutdown waits up to 5 s for connections that were
 	// accepted but never sent a request (a peer's connection pool dials
 	// ahead). Nothing is in flight on them, so close them while it waits.
+	// Leave gossip first, so peers stop routing to this node while its
+	// in-flight requests drain.
+	s.Node.gossip.stop(ctx)
 	shutdown := make(chan error, 1)
 	go func() { shutdown <- s.http.Shutdown(ctx) }()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -110,7 +118,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if serveErr := <-s.done; !errors.Is(serveErr, http.ErrServerClosed) {
 		err = errors.Join(err, serveErr)
 	}
-	s.Node.Close()
+	s.Node.Close(ctx)
 	if cerr := s.store.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("close store: %w", cerr))
 	}

@@ -22,12 +22,26 @@ type Transport interface {
 	Get(ctx context.Context, node string, k storage.Key) (*storage.Object, error)
 	// Apply merges o into node's object for k and returns once it is synced.
 	Apply(ctx context.Context, node string, k storage.Key, o *storage.Object) error
+	// Hint asks node, a fallback, to keep o durably as a hint for owner.
+	// It fails with ErrHintsFull when node's hint store is full.
+	Hint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error
+	// Stream reads a batch of partition p from node, after the cursor.
+	Stream(ctx context.Context, node string, p uint32, after []byte, maxBytes int) (batch StreamBatch, err error)
+}
+
+// StreamBatch is one batch of a partition transfer.
+type StreamBatch struct {
+	Entries []storage.PartitionEntry
+	Next    []byte // cursor for the next batch
+	Done    bool   // the partition is exhausted
 }
 
 // Internal API paths and headers.
 const (
-	internalGet   = "/internal/v1/get"
-	internalApply = "/internal/v1/apply"
+	internalGet    = "/internal/v1/get"
+	internalApply  = "/internal/v1/apply"
+	internalHint   = "/internal/v1/hint"
+	internalStream = "/internal/v1/stream"
 	// clusterHeader carries the sender's cluster parameters; a node
 	// configured differently refuses the call.
 	clusterHeader = "X-Quorumkv-Cluster"
@@ -46,18 +60,19 @@ type HTTPTransport struct {
 	cluster string
 }
 
-// NewHTTPTransport returns a transport that resolves node ids with addrs and
-// sends cluster (the clusterHeader value) with every call.
-func NewHTTPTransport(addrs func(node string) (string, bool), cluster string) *HTTPTransport {
-	return &HTTPTransport{client: &http.Client{Transport: newHTTPClientTransport()}, addrs: addrs, cluster: cluster}
+// NewHTTPTransport returns a transport that resolves node ids with addrs,
+// sends cluster (the clusterHeader value) with every call and opens
+// connections with dial.
+func NewHTTPTransport(addrs func(node string) (string, bool), cluster string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *HTTPTransport {
+	return &HTTPTransport{client: &http.Client{Transport: newHTTPClientTransport(dial)}, addrs: addrs, cluster: cluster}
 }
 
 // newHTTPClientTransport is the connection pool for node-to-node and
 // forwarded calls. Go's default keeps 2 idle connections per host, which
 // under load means a new TCP connection per call and port exhaustion.
-func newHTTPClientTransport() *http.Transport {
+func newHTTPClientTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	return &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         dial,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
@@ -123,6 +138,109 @@ func (t *HTTPTransport) Apply(ctx context.Context, node string, k storage.Key, o
 	}
 	return nil
 }
+
+// Hint implements Transport.
+func (t *HTTPTransport) Hint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error {
+	body := binary.AppendUvarint(nil, uint64(len(owner)))
+	body = append(body, owner...)
+	resp, err := t.call(ctx, node, internalHint, storage.AppendObject(appendKey(body, k), o))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	switch resp.StatusCode {
+	case http.StatusNoContent:
+		return nil
+	case http.StatusInsufficientStorage:
+		return fmt.Errorf("%w: %s", storage.ErrHintsFull, node)
+	default:
+		return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(msg))
+	}
+}
+
+// Stream implements Transport.
+func (t *HTTPTransport) Stream(ctx context.Context, node string, p uint32, after []byte, maxBytes int) (StreamBatch, error) {
+	req := binary.AppendUvarint(nil, uint64(p))
+	req = binary.AppendUvarint(req, uint64(maxBytes))
+	req = append(req, after...)
+	resp, err := t.call(ctx, node, internalStream, req)
+	if err != nil {
+		return StreamBatch{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
+	if err != nil {
+		return StreamBatch{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return StreamBatch{}, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return decodeStreamBatch(body)
+}
+
+// Stream batch encoding: done byte, cursor (length-prefixed), then entries
+// as length-prefixed key (appendKey) and length-prefixed object.
+func appendStreamBatch(buf []byte, b StreamBatch) []byte {
+	done := byte(0)
+	if b.Done {
+		done = 1
+	}
+	buf = append(buf, done)
+	buf = binary.AppendUvarint(buf, uint64(len(b.Next)))
+	buf = append(buf, b.Next...)
+	for _, e := range b.Entries {
+		k := appendKey(nil, e.Key)
+		buf = binary.AppendUvarint(buf, uint64(len(k)))
+		buf = append(buf, k...)
+		o := storage.EncodeObject(e.Object)
+		buf = binary.AppendUvarint(buf, uint64(len(o)))
+		buf = append(buf, o...)
+	}
+	return buf
+}
+
+func decodeStreamBatch(b []byte) (StreamBatch, error) {
+	var out StreamBatch
+	if len(b) == 0 || b[0] > 1 {
+		return out, errBadBatch
+	}
+	out.Done = b[0] == 1
+	b = b[1:]
+	field := func() ([]byte, bool) {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return nil, false
+		}
+		f := b[n : n+int(l)]
+		b = b[n+int(l):]
+		return f, true
+	}
+	next, ok := field()
+	if !ok {
+		return out, errBadBatch
+	}
+	out.Next = bytes.Clone(next)
+	for len(b) > 0 {
+		kb, ok1 := field()
+		ob, ok2 := field()
+		if !ok1 || !ok2 {
+			return out, errBadBatch
+		}
+		k, rest, err := decodeKey(kb)
+		if err != nil || len(rest) != 0 {
+			return out, errBadBatch
+		}
+		o, err := storage.DecodeObject(ob)
+		if err != nil {
+			return out, err
+		}
+		out.Entries = append(out.Entries, storage.PartitionEntry{Key: k, Object: o})
+	}
+	return out, nil
+}
+
+var errBadBatch = errors.New("malformed stream batch")
 
 // appendKey encodes a key for the internal API: partition, then bucket and
 // key, each length-prefixed (uvarints).

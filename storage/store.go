@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -56,6 +57,8 @@ type Config struct {
 	CounterLease uint64
 	// Logger receives Pebble's and the store's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Hints bounds the hinted handoff store. Zero fields take defaults.
+	Hints HintConfig
 }
 
 // DefaultConfig returns the defaults for the optional fields.
@@ -65,6 +68,7 @@ func DefaultConfig() Config {
 		MemTableSize: 32 << 20,
 		CounterLease: 1 << 20,
 		Logger:       slog.Default(),
+		Hints:        DefaultHintConfig(),
 	}
 }
 
@@ -88,6 +92,7 @@ func (c *Config) fill() error {
 	if c.Logger == nil {
 		c.Logger = def.Logger
 	}
+	c.Hints.fill()
 	return nil
 }
 
@@ -106,6 +111,8 @@ type Store struct {
 	counter   atomic.Uint64 // last dot counter issued
 	leaseMu   sync.Mutex
 	leaseTill atomic.Uint64 // counters up to here are reserved on disk
+
+	hints hintCounters
 
 	closed atomic.Bool
 }
@@ -131,6 +138,10 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, db: db, seed: maphash.MakeSeed()}
 	if err := s.loadIdentity(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.countHints(); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -230,7 +241,10 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-func (s *Store) lock(k Key) *sync.Mutex {
+func (s *Store) lock(k Key) *sync.Mutex { return &s.locks[s.stripe(k)] }
+
+// stripe returns the index of k's lock.
+func (s *Store) stripe(k Key) int {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	var p [4]byte
@@ -239,7 +253,27 @@ func (s *Store) lock(k Key) *sync.Mutex {
 	h.WriteString(k.Bucket)
 	h.WriteByte(0)
 	h.WriteString(k.Key)
-	return &s.locks[h.Sum64()%lockStripes]
+	return int(h.Sum64() % lockStripes)
+}
+
+// lockAll locks the stripes of every key in ks and returns the function
+// that unlocks them. Stripes are taken in ascending order, and everything
+// else holds at most one stripe at a time, so this cannot deadlock.
+func (s *Store) lockAll(ks []Key) (unlock func()) {
+	idx := make([]int, 0, len(ks))
+	for _, k := range ks {
+		idx = append(idx, s.stripe(k))
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	for _, i := range idx {
+		s.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range slices.Backward(idx) {
+			s.locks[i].Unlock()
+		}
+	}
 }
 
 // Get returns the object stored under k, or ErrNotFound.
@@ -435,6 +469,14 @@ func (s *Store) Scan(p uint32, fn func(Key, *Object) bool) error {
 		}
 	}
 	return it.Error()
+}
+
+// closeIter closes it, reporting its error through err unless err is
+// already set. Use it deferred, with a named error result.
+func closeIter(it *pebble.Iterator, err *error) {
+	if cerr := it.Close(); cerr != nil && *err == nil {
+		*err = fmt.Errorf("storage: iterator: %w", cerr)
+	}
 }
 
 type pebbleLogger struct{ l *slog.Logger }

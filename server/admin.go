@@ -1,0 +1,203 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/quorumkv/quorumkv/ring"
+)
+
+// Admin API: the operator's view of the cluster and the explicit membership
+// changes (leave, remove). Membership never changes any other way.
+
+func (n *Node) adminRoutes(r chi.Router) {
+	r.Get("/v1/admin/node", n.handleNodeStatus)
+	r.Get("/v1/admin/status", n.handleClusterStatus)
+	r.Post("/v1/admin/leave", n.handleLeave)
+	r.Post("/v1/admin/remove/{node}", n.handleRemove)
+}
+
+// NodeStatus is one node's own account of its background work.
+type NodeStatus struct {
+	Node         string         `json:"node"`
+	State        string         `json:"state"`
+	PendingHints int64          `json:"pending_hints"` // durable + slow
+	HintsByOwner map[string]int `json:"hints_by_owner"`
+	Transfers    int            `json:"transfers"` // partitions still to receive
+	Holds        int            `json:"holds"`     // partitions held completely
+	RingVersion  string         `json:"ring_version"`
+}
+
+func (n *Node) nodeStatus() (NodeStatus, error) {
+	pl := n.placement()
+	self, _ := pl.Membership().Get(n.cfg.NodeID)
+	owners, err := n.store.HintOwners()
+	if err != nil {
+		return NodeStatus{}, err
+	}
+	st := n.store.HintStats()
+	return NodeStatus{
+		Node:         n.cfg.NodeID,
+		State:        self.State.String(),
+		PendingHints: st.Durable + st.Slow,
+		HintsByOwner: owners,
+		Transfers:    len(pl.Pulls(n.cfg.NodeID)),
+		Holds:        pl.Holdings()[n.cfg.NodeID].Parts.Count(),
+		RingVersion:  pl.Version(),
+	}, nil
+}
+
+func (n *Node) handleNodeStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := n.nodeStatus()
+	if err != nil {
+		n.fail(w, r, "admin", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// MemberStatus is one row of `quorumkv cluster status`.
+type MemberStatus struct {
+	Node         string  `json:"node"`
+	State        string  `json:"state"`
+	Alive        bool    `json:"alive"`
+	Address      string  `json:"address"`
+	Ownership    float64 `json:"ownership"` // share of primary replica slots in the target ring
+	PendingHints *int64  `json:"pending_hints"`
+	Transfers    int     `json:"transfers"`
+	RingVersion  string  `json:"ring_version,omitempty"` // as the node itself reports it
+	Error        string  `json:"error,omitempty"`
+}
+
+// ClusterStatus is this node's view of every member, with each live
+// member's own counts.
+type ClusterStatus struct {
+	Node        string         `json:"node"`
+	RingVersion string         `json:"ring_version"`
+	Settled     bool           `json:"settled"`
+	Members     []MemberStatus `json:"members"`
+}
+
+func (n *Node) handleClusterStatus(w http.ResponseWriter, r *http.Request) {
+	pl := n.placement()
+	own := pl.Target().Ownership()
+	out := ClusterStatus{Node: n.cfg.NodeID, RingVersion: pl.Version(), Settled: pl.Settled()}
+	members := pl.Membership().All()
+	out.Members = make([]MemberStatus, len(members))
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i, m := range members {
+		ms := MemberStatus{Node: m.ID, State: m.State.String(), Alive: n.alive(m.ID) && m.State != ring.StateRemoved,
+			Address: m.Addr, Ownership: own[m.ID], Transfers: len(pl.Pulls(m.ID))}
+		out.Members[i] = ms
+		if !ms.Alive {
+			continue
+		}
+		wg.Go(func() {
+			st, err := n.peerStatus(ctx, m.ID)
+			if err != nil {
+				out.Members[i].Error = err.Error()
+				return
+			}
+			out.Members[i].PendingHints = &st.PendingHints
+			out.Members[i].RingVersion = st.RingVersion
+		})
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) peerStatus(ctx context.Context, node string) (NodeStatus, error) {
+	if node == n.cfg.NodeID {
+		return n.nodeStatus()
+	}
+	addr, ok := n.addr(node)
+	if !ok {
+		return NodeStatus{}, fmt.Errorf("no address for %s", node)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/admin/node", nil)
+	if err != nil {
+		return NodeStatus{}, err
+	}
+	resp, err := n.forwarder.Do(req)
+	if err != nil {
+		return NodeStatus{}, err
+	}
+	defer resp.Body.Close()
+	var st NodeStatus
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return NodeStatus{}, err
+	}
+	return st, nil
+}
+
+// errRefused is a membership change the cluster cannot take.
+var errRefused = errors.New("membership change refused")
+
+func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
+	id := n.cfg.NodeID
+	err := n.gossip.update(func() error {
+		self, _ := n.gossip.table.Get(id)
+		if self.State == ring.StateLeaving {
+			return nil
+		}
+		if err := n.gossip.table.CheckLeaveOrRemove(id, n.cfg.Ring.N); err != nil {
+			return fmt.Errorf("%w: %v", errRefused, err)
+		}
+		self.State = ring.StateLeaving
+		n.gossip.table = n.gossip.table.Set(self)
+		return nil
+	})
+	if err != nil {
+		n.failAdmin(w, r, err)
+		return
+	}
+	n.log.Info("leaving the cluster: handing partitions over")
+	writeJSON(w, http.StatusAccepted, map[string]string{"node": id, "state": "leaving"})
+}
+
+func (n *Node) handleRemove(w http.ResponseWriter, r *http.Request) {
+	target := chi.URLParam(r, "node")
+	err := n.gossip.update(func() error {
+		m, ok := n.gossip.table.Get(target)
+		if !ok {
+			return fmt.Errorf("%w: no member %q", ErrNotFound, target)
+		}
+		if m.State == ring.StateRemoved {
+			return nil
+		}
+		if n.alive(target) {
+			return fmt.Errorf("%w: %s is alive; a live node leaves with `quorumkv cluster leave` on it", errRefused, target)
+		}
+		if err := n.gossip.table.CheckLeaveOrRemove(target, n.cfg.Ring.N); err != nil {
+			return fmt.Errorf("%w: %v", errRefused, err)
+		}
+		m.State = ring.StateRemoved
+		n.gossip.table = n.gossip.table.Set(m)
+		return nil
+	})
+	if err != nil {
+		n.failAdmin(w, r, err)
+		return
+	}
+	n.log.Info("removed a dead member: its partitions are re-replicated from the survivors", "removed", target)
+	writeJSON(w, http.StatusOK, map[string]string{"node": target, "state": "removed"})
+}
+
+func (n *Node) failAdmin(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errRefused) {
+		writeJSON(w, http.StatusConflict, errorBody{Error: "refused", Message: err.Error()})
+		return
+	}
+	n.fail(w, r, "admin", err)
+}
+

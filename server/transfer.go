@@ -1,0 +1,180 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/quorumkv/quorumkv/ring"
+	"github.com/quorumkv/quorumkv/storage"
+)
+
+// Ownership transfer. When the ring changes, every node that became a
+// primary of a partition pulls it from the nodes that held it (those losing
+// it, so their data is not lost when they drop it; or, when those are gone,
+// the surviving holders), in rate-limited batches with a persisted cursor,
+// merging each object through the normal storage merge. Meanwhile writes
+// reach both old holders and new primaries, and only the old holders count
+// toward R and W (see ring.Placement). When a pull finishes, the node
+// gossips that it holds the partition; once every new primary holds it,
+// the old holders drop their copies.
+//
+// The same loop moves this node through its own states: joining → member
+// when it holds every partition it should, leaving → removed when no
+// partition counts on it any more.
+
+// transferLoop runs until the node closes.
+func (n *Node) transferLoop() {
+	lim := newLimiter(float64(n.cfg.Handoff.TransferRate))
+	tick := time.NewTicker(n.cfg.Handoff.Interval)
+	defer tick.Stop()
+	for {
+		n.transferPass(lim)
+		select {
+		case <-n.bg.Done():
+			return
+		case <-tick.C:
+		case <-n.gossip.changed:
+		}
+	}
+}
+
+func (n *Node) transferPass(lim *limiter) {
+	id := n.cfg.NodeID
+	pl := n.placement()
+	pulls := pl.Pulls(id)
+	n.metrics.transfers.Set(float64(len(pulls)))
+	for _, p := range pulls {
+		if n.bg.Err() != nil {
+			return
+		}
+		if err := n.pull(p, pl.Sources(p, id), lim); err != nil {
+			n.log.Debug("partition transfer incomplete", "partition", p, "err", err)
+			continue
+		}
+		if err := n.gossip.update(func() error {
+			h := n.gossip.holdings[id]
+			n.gossip.setHolding(h.Parts.With(p))
+			return nil
+		}); err != nil {
+			n.log.Error("recording a received partition", "partition", p, "err", err)
+			return
+		}
+		n.metrics.transfersDone.Inc()
+		n.log.Info("received partition", "partition", p)
+	}
+	pl = n.placement()
+	for _, p := range pl.Drops(id) {
+		if err := n.store.DeletePartition(uint32(p)); err != nil {
+			n.log.Error("dropping a partition that moved away", "partition", p, "err", err)
+			return
+		}
+		if err := n.gossip.update(func() error {
+			h := n.gossip.holdings[id]
+			n.gossip.setHolding(h.Parts.Without(p))
+			return nil
+		}); err != nil {
+			n.log.Error("recording a dropped partition", "partition", p, "err", err)
+			return
+		}
+		n.log.Info("dropped partition that moved away", "partition", p)
+	}
+	n.advanceState()
+}
+
+// advanceState moves this node from joining to member, and from leaving to
+// removed, when its transfers are done.
+func (n *Node) advanceState() {
+	id := n.cfg.NodeID
+	pl := n.placement()
+	self, ok := pl.Membership().Get(id)
+	if !ok {
+		return
+	}
+	switch self.State {
+	case ring.StateJoining:
+		if len(pl.Pulls(id)) > 0 {
+			return
+		}
+		self.State = ring.StateMember
+	case ring.StateLeaving:
+		for p := range n.cfg.Ring.Partitions {
+			if pl.IsCounting(p, id) {
+				return
+			}
+		}
+		if st := n.store.HintStats(); st.Durable > 0 {
+			return // hints this node holds must reach their owners first
+		}
+		self.State = ring.StateRemoved
+	default:
+		return
+	}
+	if err := n.gossip.update(func() error {
+		n.gossip.table = n.gossip.table.Set(self)
+		return nil
+	}); err != nil {
+		n.log.Error("changing state", "state", self.State, "err", err)
+		return
+	}
+	n.log.Info("membership state changed", "state", self.State)
+	if self.State == ring.StateRemoved {
+		n.leaveOnce.Do(func() { close(n.leaveDone) })
+	}
+}
+
+// pull copies partition p from every source into the local store. The
+// cursor per source is persisted, so a restart resumes where it stopped.
+func (n *Node) pull(p int, sources []string, lim *limiter) error {
+	if len(sources) == 0 {
+		return errors.New("no source holds the partition")
+	}
+	for _, src := range sources {
+		if !n.alive(src) {
+			return fmt.Errorf("source %s is down", src)
+		}
+		cursorKey := "transfer/" + strconv.Itoa(p) + "/" + src
+		after, err := n.store.GetMeta(cursorKey)
+		if errors.Is(err, storage.ErrNotFound) {
+			after = nil
+		} else if err != nil {
+			return err
+		}
+		for {
+			ctx, cancel := context.WithTimeout(n.bg, n.cfg.Timeout)
+			batch, err := n.transport.Stream(ctx, src, uint32(p), after, n.cfg.Handoff.TransferBatch)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("from %s: %w", src, err)
+			}
+			size := 0
+			for _, e := range batch.Entries {
+				if _, err := n.store.Apply(e.Key, e.Object); err != nil {
+					return err
+				}
+				size += len(e.Key.Key) + 64
+				for _, s := range e.Object.Siblings {
+					size += len(s.Value)
+				}
+			}
+			n.metrics.transferBytes.Add(float64(size))
+			if !lim.wait(n.bg, float64(size)) {
+				return n.bg.Err()
+			}
+			if batch.Done {
+				break
+			}
+			after = batch.Next
+			if err := n.store.SetMeta(cursorKey, after); err != nil {
+				return err
+			}
+		}
+		// An empty cursor means "from the start" next time.
+		if err := n.store.SetMeta(cursorKey, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package storage
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Partition streaming, for ownership handoff: a node that gives a partition
+// away reads it in resumable batches, and deletes it once the new owner has
+// everything.
+
+// ErrBadCursor refuses a cursor that does not belong to the range it is
+// used on.
+var ErrBadCursor = errors.New("storage: bad cursor")
+
+// A PartitionEntry is one object of a partition, as ReadPartition returns
+// it. (Entry already names a version vector component.)
+type PartitionEntry struct {
+	Key    Key
+	Object *Object
+}
+
+// ReadPartition returns the objects of partition p whose keys sort after the
+// cursor after (empty: from the start of the partition), in key order: at
+// least one entry if any is left, and then entries until their keys and
+// values add up to maxBytes. It returns the cursor to pass next and whether
+// the partition is exhausted.
+//
+// A cursor is the encoded Pebble key of the last entry returned: opaque to
+// callers, valid across restarts, and still meaningful if that key was
+// deleted meanwhile. An empty cursor starts at the beginning; one from
+// another partition is refused with ErrBadCursor. When done is true, next
+// is still a valid cursor: a later call returns what was written after it
+// since.
+func (s *Store) ReadPartition(p uint32, after []byte, maxBytes int) (entries []PartitionEntry, next []byte, done bool, err error) {
+	if s.closed.Load() {
+		return nil, nil, false, ErrClosed
+	}
+	lo, hi := partitionBounds(p)
+	if len(after) > 0 {
+		if bytes.Compare(after, lo) < 0 || bytes.Compare(after, hi) >= 0 {
+			return nil, nil, false, fmt.Errorf("%w: %x is not in partition %d", ErrBadCursor, after, p)
+		}
+		lo = append(bytes.Clone(after), 0) // the first key after the cursor
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("storage: read partition %d: %w", p, err)
+	}
+	defer closeIter(it, &err)
+	next = after
+	size := 0
+	for it.First(); it.Valid(); it.Next() {
+		k, err := decodeKey(it.Key())
+		if err != nil {
+			return nil, nil, false, err
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("storage: read partition %s: %w", k, err)
+		}
+		o, err := DecodeObject(v)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("storage: read partition %s: %w", k, err)
+		}
+		entries = append(entries, PartitionEntry{Key: k, Object: o})
+		next = bytes.Clone(it.Key())
+		if size += len(it.Key()) + len(v); size >= maxBytes {
+			more := it.Next()
+			if err := it.Error(); err != nil {
+				return nil, nil, false, fmt.Errorf("storage: read partition %d: %w", p, err)
+			}
+			return entries, next, !more, nil
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, nil, false, fmt.Errorf("storage: read partition %d: %w", p, err)
+	}
+	return entries, next, true, nil
+}
+
+// DeletePartition removes every object of partition p with one synced range
+// deletion; compactions reclaim the space later. Hints for p are kept: they
+// are addressed to other nodes and delivered on their own. Callers stop
+// writes to p first: a write that races the deletion may survive it.
+func (s *Store) DeletePartition(p uint32) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	lo, hi := partitionBounds(p)
+	if err := s.db.DeleteRange(lo, hi, pebble.Sync); err != nil {
+		return fmt.Errorf("storage: delete partition %d: %w", p, err)
+	}
+	return nil
+}
+
+// PartitionStats returns how many objects partition p holds and their size
+// (keys and values as stored, before compression). It scans the partition,
+// reading value lengths but not values.
+func (s *Store) PartitionStats(p uint32) (keys int, nbytes int64, err error) {
+	if s.closed.Load() {
+		return 0, 0, ErrClosed
+	}
+	lo, hi := partitionBounds(p)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, 0, fmt.Errorf("storage: partition stats %d: %w", p, err)
+	}
+	defer closeIter(it, &err)
+	for it.First(); it.Valid(); it.Next() {
+		lv := it.LazyValue()
+		keys++
+		nbytes += int64(len(it.Key()) + lv.Len())
+	}
+	if err := it.Error(); err != nil {
+		return 0, 0, fmt.Errorf("storage: partition stats %d: %w", p, err)
+	}
+	return keys, nbytes, nil
+}
