@@ -200,4 +200,3 @@ func (n *Node) failAdmin(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	n.fail(w, r, "admin", err)
 }
-

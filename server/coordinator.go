@@ -25,10 +25,10 @@ import (
 
 // reply is one replica's answer. A nil obj with a nil err is a not-found.
 type reply struct {
-	node string // who answered
+	node  string // who answered
 	owner string // the counting replica it stands for: node itself, or the one a fallback stands in for
-	obj  *storage.Object
-	err  error
+	obj   *storage.Object
+	err   error
 }
 
 func (r reply) ok() bool { return r.err == nil }

@@ -2,12 +2,12 @@ package server
 
 import (
 	"context"
-	"maps"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"sync"

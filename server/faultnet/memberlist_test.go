@@ -1,12 +1,12 @@
 package faultnet
 
 import (
-	"log"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"slices"
 	"sync"
@@ -289,7 +289,6 @@ func startMember(t *testing.T, n *Network, name string) *member {
 	cfg.Name = name
 	cfg.BindAddr = "127.0.0.1"
 
-
 	cfg.Logger = log.New(&dbgLog, name+" ", log.Lmicroseconds)
 	cfg.ProbeInterval = 100 * time.Millisecond
 	cfg.ProbeTimeout = 50 * time.Millisecond
@@ -344,7 +343,9 @@ func (m *member) members() []string {
 }
 
 func TestMemberlistIsolate(t *testing.T) {
-	dbgLog.mu.Lock(); dbgLog.b.Reset(); dbgLog.mu.Unlock()
+	dbgLog.mu.Lock()
+	dbgLog.b.Reset()
+	dbgLog.mu.Unlock()
 	n := New()
 	ms := []*member{startMember(t, n, "a"), startMember(t, n, "b"), startMember(t, n, "c")}
 	for _, m := range ms[1:] {
@@ -369,7 +370,12 @@ func TestMemberlistIsolate(t *testing.T) {
 
 	start := time.Now()
 	n.Isolate("c")
-	if !waitOK(10*time.Second, allSee(ms[:2], []string{"c"}, false)) { dbgLog.mu.Lock(); t.Log(dbgLog.b.String()); dbgLog.mu.Unlock(); t.Fatal("a and b see c dead") }
+	if !waitOK(10*time.Second, allSee(ms[:2], []string{"c"}, false)) {
+		dbgLog.mu.Lock()
+		t.Log(dbgLog.b.String())
+		dbgLog.mu.Unlock()
+		t.Fatal("a and b see c dead")
+	}
 	waitFor(t, "c sees a and b dead", 10*time.Second, allSee(ms[2:], []string{"a", "b"}, false))
 	for _, m := range ms[:2] {
 		if slices.Contains(m.members(), "c") {
@@ -395,14 +401,25 @@ func TestMemberlistIsolate(t *testing.T) {
 	t.Logf("recovered after %v", time.Since(start))
 }
 
-type lockedBuf struct{ mu sync.Mutex; b bytes.Buffer }
-func (l *lockedBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
 var dbgLog lockedBuf
 
 func waitOK(within time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(within)
 	for !cond() {
-		if time.Now().After(deadline) { return false }
+		if time.Now().After(deadline) {
+			return false
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	return true
