@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,9 @@ type testCluster struct {
 	gossip  map[string]string // id -> gossip address (kept across restarts)
 	servers map[string]*Server
 	client  *http.Client
+	// mu guards the maps against load goroutines; the test goroutine, the
+	// only writer, reads them without it.
+	mu sync.Mutex
 }
 
 func quietLogger() *slog.Logger {
@@ -116,14 +120,18 @@ func (c *testCluster) start(id string) {
 	if err != nil {
 		c.t.Fatalf("start %s: %v", id, err)
 	}
+	c.mu.Lock()
 	c.servers[id] = s
 	c.peers[id] = cfg.Advertise
 	c.gossip[id] = *s.Node.gossip.addr.Load()
+	c.mu.Unlock()
 	c.net.Register(id, c.peers[id], c.gossip[id])
 }
 
 // running lists the nodes that are up, in id order.
 func (c *testCluster) running() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []string
 	for _, id := range c.ids {
 		if c.servers[id] != nil {
@@ -173,7 +181,9 @@ func (c *testCluster) stop(id string) {
 	if s == nil {
 		return
 	}
+	c.mu.Lock()
 	delete(c.servers, id)
+	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.Close(ctx); err != nil {
@@ -210,9 +220,21 @@ type response struct {
 // do sends a request to node id. headers alternate name, value.
 func (c *testCluster) do(id, method, path, body string, headers ...string) response {
 	c.t.Helper()
-	req, err := http.NewRequest(method, "http://"+c.peers[id]+path, strings.NewReader(body))
+	r, err := c.tryDo(id, method, path, body, headers...)
 	if err != nil {
-		c.t.Fatal(err)
+		c.t.Fatalf("%s %s on %s: %v", method, path, id, err)
+	}
+	return r
+}
+
+// tryDo is do for goroutines other than the test's: it returns errors.
+func (c *testCluster) tryDo(id, method, path, body string, headers ...string) (response, error) {
+	c.mu.Lock()
+	addr := c.peers[id]
+	c.mu.Unlock()
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	if err != nil {
+		return response{}, err
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
@@ -222,14 +244,14 @@ func (c *testCluster) do(id, method, path, body string, headers ...string) respo
 	}
 	resp, err := c.client.Do(req)
 	if err != nil {
-		c.t.Fatalf("%s %s on %s: %v", method, path, id, err)
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		c.t.Fatal(err)
+		return response{}, err
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}, nil
 }
 
 func (c *testCluster) must(want int, r response) response {
@@ -266,3 +288,15 @@ func (c *testCluster) liveValues(id, bucket, key string) []string {
 	}
 	return vs
 }
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
+
+// timeout returns a channel closed after the test's polling deadline.
+func timeout(t testing.TB) <-chan time.Time { return time.After(20 * time.Second) }

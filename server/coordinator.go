@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -146,9 +147,12 @@ func (n *Node) replicaHint(ctx context.Context, node, owner string, k storage.Ke
 // the partition's current write targets instead, so a late write is
 // forwarded, never stranded.
 func (n *Node) localApply(k storage.Key, o *storage.Object) error {
-	pl := n.placement()
 	p := int(k.Partition)
-	if pl.IsWriteTarget(p, n.cfg.NodeID) || pl.Holdings()[n.cfg.NodeID].Parts.Has(p) {
+	mu := &n.partLocks[p]
+	mu.RLock()
+	defer mu.RUnlock()
+	pl := n.placement()
+	if n.keeps(pl, p) {
 		_, err := n.store.Apply(k, o)
 		return err
 	}
@@ -159,6 +163,12 @@ func (n *Node) localApply(k storage.Key, o *storage.Object) error {
 	}
 	n.metrics.hints.WithLabelValues("forwarded").Inc()
 	return nil
+}
+
+// keeps reports whether this node stores partition p's data: it holds it
+// or receives its writes. Callers hold partLocks[p].
+func (n *Node) keeps(pl *ring.Placement, p int) bool {
+	return pl.IsWriteTarget(p, n.cfg.NodeID) || pl.Holds(p, n.cfg.NodeID)
 }
 
 // readTargets picks who to ask for partition p: the counting replicas,
@@ -295,7 +305,7 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 			return reply{}
 		})
 	}
-	written, err := n.store.Put(k, w)
+	written, err := n.localPut(k, w)
 	n.metrics.replicaCalls.WithLabelValues("put", result(err)).Inc()
 	if err != nil {
 		return storage.Written{}, err
@@ -315,6 +325,18 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 		return storage.Written{}, &QuorumError{Op: "write", Required: wq, Acknowledged: acked}
 	}
 	return written, nil
+}
+
+// localPut issues a client write in the local store, unless the partition
+// moved away since the request was routed here.
+func (n *Node) localPut(k storage.Key, w storage.Write) (storage.Written, error) {
+	mu := &n.partLocks[k.Partition]
+	mu.RLock()
+	defer mu.RUnlock()
+	if !n.keeps(n.placement(), int(k.Partition)) {
+		return storage.Written{}, fmt.Errorf("%w: partition %d moved away from this node while the write was routed; retry", ErrUnavailable, k.Partition)
+	}
+	return n.store.Put(k, w)
 }
 
 // replicate brings o to one counting replica: directly when it is alive

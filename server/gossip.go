@@ -299,14 +299,18 @@ func (g *gossip) pushLoop() {
 			return
 		case <-g.pushNeeded:
 		}
+		// Addresses come from the member table: memberlist's own Node
+		// values are mutated under its lock, so they are not read here.
+		g.mu.Lock()
+		members := g.table.All()
+		g.mu.Unlock()
 		ml := g.ml.Load()
-		for _, m := range ml.Members() {
-			if m.Name == g.n.cfg.NodeID || m.State != memberlist.StateAlive {
+		for _, m := range members {
+			if m.ID == g.n.cfg.NodeID || m.State == ring.StateRemoved || !g.isAlive(m.ID) {
 				continue
 			}
-			addr := net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
-			if _, err := ml.Join([]string{m.Name + "/" + addr}); err != nil {
-				g.n.log.Debug("state push failed", "peer", m.Name, "err", err)
+			if _, err := ml.Join([]string{m.ID + "/" + m.Gossip}); err != nil {
+				g.n.log.Debug("state push failed", "peer", m.ID, "err", err)
 			}
 		}
 		select {

@@ -42,6 +42,13 @@ type Node struct {
 	bgMu   sync.Mutex // orders goBackground against Close
 	closed bool
 
+	// partLocks order writes into a partition against dropping it: a write
+	// checks under the read lock that this node still keeps the partition,
+	// a drop deletes it under the write lock. Without them a write could
+	// land just after the check and just before the drop, or just after the
+	// drop, and stay on a node that no longer owns it.
+	partLocks []sync.RWMutex
+
 	// leaveDone is closed when a leave finished: the node handed over its
 	// data and marked itself removed.
 	leaveDone chan struct{}
@@ -88,6 +95,7 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		metrics:   newMetrics(),
 		log:       cfg.Logger.With("node", cfg.NodeID),
 		leaveDone: make(chan struct{}),
+		partLocks: make([]sync.RWMutex, cfg.Ring.Partitions),
 	}
 	n.bg, n.stopBg = context.WithCancel(context.Background())
 	if n.gossip, err = openGossip(n); err != nil {

@@ -65,23 +65,36 @@ func (n *Node) transferPass(lim *limiter) {
 		n.metrics.transfersDone.Inc()
 		n.log.Info("received partition", "partition", p)
 	}
-	pl = n.placement()
-	for _, p := range pl.Drops(id) {
-		if err := n.store.DeletePartition(uint32(p)); err != nil {
+	for _, p := range n.placement().Drops(id) {
+		if err := n.drop(p); err != nil {
 			n.log.Error("dropping a partition that moved away", "partition", p, "err", err)
 			return
 		}
-		if err := n.gossip.update(func() error {
-			h := n.gossip.holdings[id]
-			n.gossip.setHolding(h.Parts.Without(p))
-			return nil
-		}); err != nil {
-			n.log.Error("recording a dropped partition", "partition", p, "err", err)
-			return
-		}
-		n.log.Info("dropped partition that moved away", "partition", p)
 	}
 	n.advanceState()
+}
+
+// drop deletes this node's copy of partition p, which every new primary
+// holds. Under the partition's write lock, so that no local write lands in
+// between; writes that arrive later become hints for the new owners.
+func (n *Node) drop(p int) error {
+	mu := &n.partLocks[p]
+	mu.Lock()
+	defer mu.Unlock()
+	// Stop keeping p first (publish the holdings), then delete: a write
+	// checking keeps() after this sees the new placement.
+	if err := n.gossip.update(func() error {
+		h := n.gossip.holdings[n.cfg.NodeID]
+		n.gossip.setHolding(h.Parts.Without(p))
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := n.store.DeletePartition(uint32(p)); err != nil {
+		return err
+	}
+	n.log.Info("dropped partition that moved away", "partition", p)
+	return nil
 }
 
 // advanceState moves this node from joining to member, and from leaving to
