@@ -23,6 +23,20 @@ func (n *Node) adminRoutes(r chi.Router) {
 	r.Get("/v1/admin/status", n.handleClusterStatus)
 	r.Post("/v1/admin/leave", n.handleLeave)
 	r.Post("/v1/admin/remove/{node}", n.handleRemove)
+	if f := n.cfg.Faults; f != nil {
+		// Test seam: cut or heal this node's links (its own side only; a
+		// test cuts both sides of a link by asking both nodes).
+		r.Post("/v1/debug/partition", func(w http.ResponseWriter, r *http.Request) {
+			for _, peer := range r.URL.Query()["peer"] {
+				f.Partition(n.cfg.NodeID, peer)
+			}
+			w.WriteHeader(http.StatusNoContent)
+		})
+		r.Post("/v1/debug/heal", func(w http.ResponseWriter, r *http.Request) {
+			f.Heal()
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 }
 
 // NodeStatus is one node's own account of its background work.

@@ -50,6 +50,7 @@ func (n *Node) Handler() http.Handler {
 	r.Post(internalGet, n.internal(n.handleInternalGet))
 	r.Post(internalApply, n.internal(n.handleInternalApply))
 	r.Post(internalHint, n.internal(n.handleInternalHint))
+	r.Post(internalBatch, n.internal(n.handleInternalBatch))
 	r.Post(internalStream, n.internal(n.handleInternalStream))
 	n.adminRoutes(r)
 	return r
@@ -402,6 +403,29 @@ func (n *Node) decodeKeyedObject(body []byte) (storage.Key, *storage.Object, err
 	}
 	o, err := storage.DecodeObject(rest)
 	return k, o, err
+}
+
+func (n *Node) handleInternalBatch(w http.ResponseWriter, r *http.Request, body []byte) {
+	batch, err := decodeStreamBatch(body)
+	if err == nil {
+		for _, e := range batch.Entries {
+			k := e.Key
+			if validateBucket(k.Bucket) != nil || len(k.Key) == 0 || len(k.Key) > MaxKeyLen || int(k.Partition) != n.Table().Partition(k.Bucket, k.Key) {
+				err = errors.New("a key does not belong to its partition or is invalid")
+				break
+			}
+		}
+	}
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: err.Error()})
+		return
+	}
+	if err := n.localApplyMany(batch.Entries); err != nil {
+		status, eb := classify(err)
+		writeJSON(w, status, eb)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (n *Node) handleInternalHint(w http.ResponseWriter, r *http.Request, body []byte) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -300,3 +301,11 @@ func containsAll(s string, subs ...string) bool {
 
 // timeout returns a channel closed after the test's polling deadline.
 func timeout(t testing.TB) <-chan time.Time { return time.After(20 * time.Second) }
+
+// envInt reads an integer knob for benchmarks.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/quorumkv/quorumkv/ring"
+	"github.com/quorumkv/quorumkv/server/faultnet"
 )
 
 // Config configures a node. Zero fields take the defaults of DefaultConfig.
@@ -52,6 +53,11 @@ type Config struct {
 	// Dial, if set, opens node-to-node connections (tests inject faults
 	// here). Default: a net.Dialer with a 2s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Faults, if set, routes this node's HTTP and gossip traffic through a
+	// fault-injecting network and serves POST /v1/debug/partition and
+	// /v1/debug/heal, so that process-level tests can cut links between
+	// real processes. Never set in production. Default nil.
+	Faults *faultnet.Network
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 }

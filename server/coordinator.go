@@ -165,6 +165,36 @@ func (n *Node) localApply(k storage.Key, o *storage.Object) error {
 	return nil
 }
 
+// localApplyMany is localApply for a batch: the entries of partitions this
+// node keeps are merged in one synced commit; the others become hints.
+func (n *Node) localApplyMany(entries []storage.PartitionEntry) error {
+	byPart := map[uint32][]storage.PartitionEntry{}
+	for _, e := range entries {
+		byPart[e.Key.Partition] = append(byPart[e.Key.Partition], e)
+	}
+	for p, es := range byPart {
+		mu := &n.partLocks[p]
+		mu.RLock()
+		var err error
+		if n.keeps(n.placement(), int(p)) {
+			err = n.store.ApplyMany(es)
+		} else {
+			mu.RUnlock()
+			for _, e := range es {
+				if err = n.localApply(e.Key, e.Object); err != nil {
+					break
+				}
+			}
+			mu.RLock()
+		}
+		mu.RUnlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // keeps reports whether this node stores partition p's data: it holds it
 // or receives its writes. Callers hold partLocks[p].
 func (n *Node) keeps(pl *ring.Placement, p int) bool {

@@ -164,6 +164,11 @@ func (g *gossip) publishLocked() error {
 	if err := g.n.store.SetMeta(metaHoldings, g.holdings.Encode()); err != nil {
 		return err
 	}
+	if f := g.n.cfg.Faults; f != nil {
+		for _, m := range g.table.All() {
+			f.Register(m.ID, m.Addr, m.Gossip)
+		}
+	}
 	if old := g.placement.Swap(p); old == nil || old.Version() != p.Version() {
 		g.n.metrics.memberChanges.Inc()
 		select {
@@ -290,14 +295,22 @@ func (g *gossip) broadcastLocked() {
 
 // pushLoop exchanges full state with every live peer soon after a change
 // (at most every pushGap), so that changes too large for a broadcast do not
-// wait for the push-pull interval.
+// wait for the push-pull interval. Every push-pull interval it also tries
+// to reconnect to members it considers down: after a partition heals, both
+// sides may have declared each other dead, and memberlist alone only keeps
+// gossiping to the dead for a while.
 func (g *gossip) pushLoop() {
 	const pushGap = 250 * time.Millisecond
+	reconnect := time.NewTicker(g.n.cfg.Gossip.PushPullInterval)
+	defer reconnect.Stop()
 	for {
+		wantAlive := true
 		select {
 		case <-g.n.bg.Done():
 			return
 		case <-g.pushNeeded:
+		case <-reconnect.C:
+			wantAlive = false
 		}
 		// Addresses come from the member table: memberlist's own Node
 		// values are mutated under its lock, so they are not read here.
@@ -306,11 +319,14 @@ func (g *gossip) pushLoop() {
 		g.mu.Unlock()
 		ml := g.ml.Load()
 		for _, m := range members {
-			if m.ID == g.n.cfg.NodeID || m.State == ring.StateRemoved || !g.isAlive(m.ID) {
+			if m.ID == g.n.cfg.NodeID || m.State == ring.StateRemoved || g.isAlive(m.ID) != wantAlive {
 				continue
 			}
+			if g.n.bg.Err() != nil {
+				return
+			}
 			if _, err := ml.Join([]string{m.ID + "/" + m.Gossip}); err != nil {
-				g.n.log.Debug("state push failed", "peer", m.ID, "err", err)
+				g.n.log.Debug("state exchange failed", "peer", m.ID, "err", err)
 			}
 		}
 		select {

@@ -60,18 +60,46 @@ func (n *Node) deliverHints(lim *limiter) {
 				n.log.Warn("reading hints", "owner", owner, "err", err)
 				break
 			}
-			for _, h := range hints {
-				if !lim.wait(n.bg, 1) {
-					return
-				}
-				n.deliverHint(h)
+			if !lim.wait(n.bg, float64(len(hints))) {
+				return
 			}
+			n.deliverBatch(owner, hints)
 			if len(next) == 0 || len(hints) == 0 {
 				break
 			}
 			after = next
 		}
 	}
+}
+
+// deliverBatch sends the hints that still go to their owner in one batch,
+// and the others (the ring moved on) one by one.
+func (n *Node) deliverBatch(owner string, hints []storage.Hint) {
+	pl := n.placement()
+	var direct []storage.Hint
+	var entries []storage.PartitionEntry
+	for _, h := range hints {
+		if h.Owner == owner && owner != n.cfg.NodeID && pl.IsWriteTarget(int(h.Key.Partition), owner) {
+			direct = append(direct, h)
+			entries = append(entries, storage.PartitionEntry{Key: h.Key, Object: h.Object})
+			continue
+		}
+		n.deliverHint(h)
+	}
+	if len(direct) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.bg, n.cfg.Timeout)
+	defer cancel()
+	if err := n.transport.ApplyMany(ctx, owner, entries); err != nil {
+		n.log.Debug("hint delivery failed", "owner", owner, "hints", len(direct), "err", err)
+		return
+	}
+	deleted, err := n.store.DeleteHints(direct)
+	if err != nil {
+		n.log.Warn("deleting delivered hints", "owner", owner, "err", err)
+	}
+	n.metrics.hints.WithLabelValues("delivered").Add(float64(deleted))
 }
 
 // deliverHint sends one hint to its recipients and deletes it when all of

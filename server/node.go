@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/memberlist"
+
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
 )
@@ -81,6 +83,15 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		return nil, err
 	case string(stored) != params:
 		return nil, fmt.Errorf("server: cluster parameters mismatch: the data directory was created with %s, this node is configured with %s; N and the partition count are fixed at cluster creation", stored, params)
+	}
+	if f := cfg.Faults; f != nil {
+		if cfg.Dial == nil {
+			cfg.Dial = f.Dialer(cfg.NodeID)
+		}
+		if cfg.Gossip.WrapTransport == nil {
+			id := cfg.NodeID
+			cfg.Gossip.WrapTransport = func(t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport { return f.Transport(id, t) }
+		}
 	}
 	dial := cfg.Dial
 	if dial == nil {

@@ -46,6 +46,31 @@ func (n *Node) transferPass(lim *limiter) {
 	pl := n.placement()
 	pulls := pl.Pulls(id)
 	n.metrics.transfers.Set(float64(len(pulls)))
+	// Received partitions are recorded in groups: each record is a synced
+	// metadata write, a new placement and a gossip round.
+	var received []int
+	record := func() bool {
+		if len(received) == 0 {
+			return true
+		}
+		err := n.gossip.update(func() error {
+			parts := n.gossip.holdings[id].Parts
+			for _, p := range received {
+				parts = parts.With(p)
+			}
+			n.gossip.setHolding(parts)
+			return nil
+		})
+		if err != nil {
+			n.log.Error("recording received partitions", "partitions", received, "err", err)
+			return false
+		}
+		n.metrics.transfersDone.Add(float64(len(received)))
+		n.log.Info("received partitions", "count", len(received))
+		received = received[:0]
+		return true
+	}
+	last := time.Now()
 	for _, p := range pulls {
 		if n.bg.Err() != nil {
 			return
@@ -54,16 +79,16 @@ func (n *Node) transferPass(lim *limiter) {
 			n.log.Debug("partition transfer incomplete", "partition", p, "err", err)
 			continue
 		}
-		if err := n.gossip.update(func() error {
-			h := n.gossip.holdings[id]
-			n.gossip.setHolding(h.Parts.With(p))
-			return nil
-		}); err != nil {
-			n.log.Error("recording a received partition", "partition", p, "err", err)
-			return
+		received = append(received, p)
+		if time.Since(last) > 200*time.Millisecond {
+			if !record() {
+				return
+			}
+			last = time.Now()
 		}
-		n.metrics.transfersDone.Inc()
-		n.log.Info("received partition", "partition", p)
+	}
+	if !record() {
+		return
 	}
 	for _, p := range n.placement().Drops(id) {
 		if err := n.drop(p); err != nil {
@@ -162,11 +187,11 @@ func (n *Node) pull(p int, sources []string, lim *limiter) error {
 			if err != nil {
 				return fmt.Errorf("from %s: %w", src, err)
 			}
+			if err := n.store.ApplyMany(batch.Entries); err != nil {
+				return err
+			}
 			size := 0
 			for _, e := range batch.Entries {
-				if _, err := n.store.Apply(e.Key, e.Object); err != nil {
-					return err
-				}
 				size += len(e.Key.Key) + 64
 				for _, s := range e.Object.Siblings {
 					size += len(s.Value)

@@ -22,6 +22,9 @@ type Transport interface {
 	Get(ctx context.Context, node string, k storage.Key) (*storage.Object, error)
 	// Apply merges o into node's object for k and returns once it is synced.
 	Apply(ctx context.Context, node string, k storage.Key, o *storage.Object) error
+	// ApplyMany merges a batch of objects into node's copies, in one synced
+	// commit (hint delivery).
+	ApplyMany(ctx context.Context, node string, entries []storage.PartitionEntry) error
 	// Hint asks node, a fallback, to keep o durably as a hint for owner.
 	// It fails with ErrHintsFull when node's hint store is full.
 	Hint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error
@@ -41,6 +44,7 @@ const (
 	internalGet    = "/internal/v1/get"
 	internalApply  = "/internal/v1/apply"
 	internalHint   = "/internal/v1/hint"
+	internalBatch  = "/internal/v1/apply-batch"
 	internalStream = "/internal/v1/stream"
 	// clusterHeader carries the sender's cluster parameters; a node
 	// configured differently refuses the call.
@@ -128,6 +132,20 @@ func (t *HTTPTransport) Get(ctx context.Context, node string, k storage.Key) (*s
 // Apply implements Transport.
 func (t *HTTPTransport) Apply(ctx context.Context, node string, k storage.Key, o *storage.Object) error {
 	resp, err := t.call(ctx, node, internalApply, storage.AppendObject(appendKey(nil, k), o))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// ApplyMany implements Transport. The body is a stream batch.
+func (t *HTTPTransport) ApplyMany(ctx context.Context, node string, entries []storage.PartitionEntry) error {
+	resp, err := t.call(ctx, node, internalBatch, appendStreamBatch(nil, StreamBatch{Entries: entries, Done: true}))
 	if err != nil {
 		return err
 	}

@@ -120,3 +120,44 @@ func (s *Store) PartitionStats(p uint32) (keys int, nbytes int64, err error) {
 	}
 	return keys, nbytes, nil
 }
+
+// ApplyMany merges a batch of incoming objects (a partition transfer) into
+// the stored ones, like Apply for each, in one synced commit. Duplicate
+// keys in the batch merge with each other.
+func (s *Store) ApplyMany(entries []PartitionEntry) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	keys := make([]Key, len(entries))
+	for i, e := range entries {
+		keys[i] = e.Key
+	}
+	unlock := s.lockAll(keys)
+	defer unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	merged := map[string]*Object{}
+	for _, e := range entries {
+		key := string(e.Key.encode())
+		cur, ok := merged[key]
+		if !ok {
+			var err error
+			if cur, err = s.get([]byte(key)); err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+		}
+		merged[key] = Merge(cur, e.Object)
+	}
+	for key, o := range merged {
+		if err := b.Set([]byte(key), EncodeObject(o), nil); err != nil {
+			return fmt.Errorf("storage: apply batch: %w", err)
+		}
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("storage: apply batch: %w", err)
+	}
+	return nil
+}

@@ -202,3 +202,24 @@ func TestPartitionStats(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyManyMerges(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	local := put(t, s, k1, Context{}, "local")
+	remote := &Object{Context: Context{Dots: []Dot{{"z.1", 1}}}, Siblings: []Sibling{sibling(Dot{"z.1", 1})}}
+	other := Key{Partition: 7, Bucket: "b", Key: "other"}
+	if err := s.ApplyMany([]PartitionEntry{{k1, remote}, {other, remote}, {k1, remote}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(k1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !equalObjects(got, Merge(local.Object, remote)) {
+		t.Fatalf("k1 is %+v", got)
+	}
+	if o, err := s.Get(other); err != nil || !equalObjects(o, remote) {
+		t.Fatalf("other: %v", err)
+	}
+}

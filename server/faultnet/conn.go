@@ -37,7 +37,7 @@ func (n *Network) DialerWith(from string, d *net.Dialer) func(ctx context.Contex
 		d = &net.Dialer{}
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if d.Timeout > 0 {
+		if d.Timeout != 0 { // negative: expired, as in net.Dialer
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d.Timeout)
 			defer cancel()

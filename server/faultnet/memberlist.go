@@ -144,8 +144,10 @@ func (t *transport) DialTimeout(addr string, timeout time.Duration) (net.Conn, e
 
 // DialAddressTimeout implements memberlist.NodeAwareTransport.
 func (t *transport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	// As with net.Dialer, a zero timeout means none and a negative one
+	// has expired (memberlist passes time.Until(deadline)).
 	ctx := t.ctx
-	if timeout > 0 {
+	if timeout != 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()

@@ -1,7 +1,6 @@
 package faultnet
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -288,8 +287,8 @@ func startMember(t *testing.T, n *Network, name string) *member {
 	cfg := memberlist.DefaultLocalConfig()
 	cfg.Name = name
 	cfg.BindAddr = "127.0.0.1"
-
-	cfg.Logger = log.New(&dbgLog, name+" ", log.Lmicroseconds)
+	// NetTransport logs through its Logger without a nil check.
+	cfg.Logger = log.New(io.Discard, "", 0)
 	cfg.ProbeInterval = 100 * time.Millisecond
 	cfg.ProbeTimeout = 50 * time.Millisecond
 	cfg.GossipInterval = 20 * time.Millisecond
@@ -343,9 +342,6 @@ func (m *member) members() []string {
 }
 
 func TestMemberlistIsolate(t *testing.T) {
-	dbgLog.mu.Lock()
-	dbgLog.b.Reset()
-	dbgLog.mu.Unlock()
 	n := New()
 	ms := []*member{startMember(t, n, "a"), startMember(t, n, "b"), startMember(t, n, "c")}
 	for _, m := range ms[1:] {
@@ -370,12 +366,7 @@ func TestMemberlistIsolate(t *testing.T) {
 
 	start := time.Now()
 	n.Isolate("c")
-	if !waitOK(10*time.Second, allSee(ms[:2], []string{"c"}, false)) {
-		dbgLog.mu.Lock()
-		t.Log(dbgLog.b.String())
-		dbgLog.mu.Unlock()
-		t.Fatal("a and b see c dead")
-	}
+	waitFor(t, "a and b see c dead", 10*time.Second, allSee(ms[:2], []string{"c"}, false))
 	waitFor(t, "c sees a and b dead", 10*time.Second, allSee(ms[2:], []string{"a", "b"}, false))
 	for _, m := range ms[:2] {
 		if slices.Contains(m.members(), "c") {
@@ -401,26 +392,18 @@ func TestMemberlistIsolate(t *testing.T) {
 	t.Logf("recovered after %v", time.Since(start))
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-var dbgLog lockedBuf
-
-func waitOK(within time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
+// memberlist dials with time.Until(deadline), which may have passed: a
+// negative timeout has expired, as with net.Dialer, and must not wait.
+func TestTransportExpiredDial(t *testing.T) {
+	n := New()
+	w, _, addr := mockNodes(t, n, "a", "b")
+	n.Partition("a", "b")
+	c, err := w["a"].DialTimeout(addr["b"], -time.Millisecond)
+	if err == nil {
+		c.Close()
+		t.Fatal("dialed across a partition")
 	}
-	return true
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("not expired: %v", err)
+	}
 }
