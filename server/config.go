@@ -12,6 +12,7 @@ import (
 
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/server/faultnet"
+	"github.com/quorumkv/quorumkv/storage"
 )
 
 // Config configures a node. Zero fields take the defaults of DefaultConfig.
@@ -119,6 +120,13 @@ type HandoffConfig struct {
 	// TransferBatch is the size of one transfer batch in bytes. Default
 	// 256 KiB.
 	TransferBatch int
+	// Hints bounds the hint store. Durable hints (they counted toward W)
+	// are never dropped: past MaxDurable/MaxDurableBytes this node refuses
+	// new ones and coordinators try the next fallback. Slow hints (for
+	// replicas merely slower than W) past MaxSlow/MaxSlowBytes/MaxSlowAge are
+	// dropped and counted, left to anti-entropy. Default
+	// storage.DefaultHintConfig().
+	Hints storage.HintConfig
 	// PauseHints stops hint delivery (hints are still stored). For tests
 	// that must see read repair or anti-entropy work alone.
 	PauseHints bool

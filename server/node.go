@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
@@ -109,6 +110,16 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		partLocks: make([]sync.RWMutex, cfg.Ring.Partitions),
 	}
 	n.bg, n.stopBg = context.WithCancel(context.Background())
+	n.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "quorumkv_hints_dropped_total",
+			Help: "Slow hints (for replicas merely slower than W) dropped because the bounded slow-hint store was full or they aged out; anti-entropy repairs what they carried.",
+		}, func() float64 { return float64(store.HintStats().DroppedSlow) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "quorumkv_hints_refused_total",
+			Help: "Durable hints refused because this node's hint store was full (the coordinator tried another fallback).",
+		}, func() float64 { return float64(store.HintStats().Refused) }),
+	)
 	if n.gossip, err = openGossip(n); err != nil {
 		return nil, err
 	}

@@ -28,7 +28,8 @@ type Server struct {
 // default). Start takes ownership of ln: it is closed on error too.
 func Start(cfg Config, dataDir string, cacheSize int64, ln net.Listener) (*Server, error) {
 	cfg = cfg.withDefaults()
-	st, err := storage.Open(storage.Config{Dir: dataDir, NodeID: cfg.NodeID, CacheSize: cacheSize, Logger: cfg.Logger.With("node", cfg.NodeID)})
+	st, err := storage.Open(storage.Config{Dir: dataDir, NodeID: cfg.NodeID, CacheSize: cacheSize,
+		Hints: cfg.Handoff.Hints, Logger: cfg.Logger.With("node", cfg.NodeID)})
 	if err != nil {
 		closeListener(ln)
 		return nil, err
