@@ -312,27 +312,36 @@ func (g *gossip) pushLoop() {
 		case <-reconnect.C:
 			wantAlive = false
 		}
-		// Addresses come from the member table: memberlist's own Node
-		// values are mutated under its lock, so they are not read here.
-		g.mu.Lock()
-		members := g.table.All()
-		g.mu.Unlock()
-		ml := g.ml.Load()
-		for _, m := range members {
-			if m.ID == g.n.cfg.NodeID || m.State == ring.StateRemoved || g.isAlive(m.ID) != wantAlive {
-				continue
-			}
-			if g.n.bg.Err() != nil {
-				return
-			}
-			if _, err := ml.Join([]string{m.ID + "/" + m.Gossip}); err != nil {
-				g.n.log.Debug("state exchange failed", "peer", m.ID, "err", err)
-			}
-		}
+		g.exchange(wantAlive)
 		select {
 		case <-g.n.bg.Done():
 			return
 		case <-time.After(pushGap):
+		}
+	}
+}
+
+// exchange does a push-pull with every non-removed member that is alive
+// (or, with alive false, that is seen as down). Addresses come from the
+// member table: memberlist's own Node values are mutated under its lock,
+// so they are not read here.
+func (g *gossip) exchange(alive bool) {
+	g.mu.Lock()
+	members := g.table.All()
+	g.mu.Unlock()
+	ml := g.ml.Load()
+	if ml == nil {
+		return
+	}
+	for _, m := range members {
+		if m.ID == g.n.cfg.NodeID || m.State == ring.StateRemoved || g.isAlive(m.ID) != alive {
+			continue
+		}
+		if g.n.bg.Err() != nil {
+			return
+		}
+		if _, err := ml.Join([]string{m.ID + "/" + m.Gossip}); err != nil {
+			g.n.log.Debug("state exchange failed", "peer", m.ID, "err", err)
 		}
 	}
 }

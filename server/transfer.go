@@ -159,6 +159,8 @@ func (n *Node) advanceState() {
 	}
 	n.log.Info("membership state changed", "state", self.State)
 	if self.State == ring.StateRemoved {
+		// Tell every live peer now: the process exits next.
+		n.gossip.exchange(true)
 		n.leaveOnce.Do(func() { close(n.leaveDone) })
 	}
 }
