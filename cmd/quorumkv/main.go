@@ -1,5 +1,6 @@
 // Command quorumkv is the quorumkv binary: `serve` runs one node, `dev` runs
-// a local 3-node cluster in one process, `version` prints the version.
+// a local 3-node cluster in one process, `cluster status|leave|remove` are
+// the operator's membership commands, `version` prints the version.
 //
 // This package is the command layer only: flags, environment variables,
 // signals and wiring. Everything a test of another package would need lives

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -25,10 +26,12 @@ type app struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	serve     func(ctx context.Context, s serveSetup) error
+	// adminTimeout bounds each HTTP call of the cluster commands.
+	adminTimeout time.Duration
 }
 
 func newApp(stdout, stderr io.Writer) *app {
-	a := &app{lookupEnv: os.LookupEnv, stdout: stdout, stderr: stderr}
+	a := &app{lookupEnv: os.LookupEnv, stdout: stdout, stderr: stderr, adminTimeout: defaultAdminTimeout}
 	a.serve = a.runServe
 	return a
 }
@@ -101,7 +104,7 @@ an empty variable counts as unset.`,
 	})
 	root.SetVersionTemplate("quorumkv {{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServeCmd(a), newDevCmd(a), newVersionCmd(a))
+	root.AddCommand(newServeCmd(a), newDevCmd(a), newClusterCmd(a), newVersionCmd(a))
 	return root
 }
 
@@ -109,7 +112,7 @@ func newVersionCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		Run: func(*cobra.Command, []string) {
 			fmt.Fprintf(a.stdout, "quorumkv %s (%s %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		},
@@ -140,4 +143,12 @@ func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// noArgs refuses positional arguments as a usage error (exit code 2).
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return &usageError{cmd: cmd.CommandPath(), err: err}
+	}
+	return nil
 }

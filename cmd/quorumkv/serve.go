@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"os"
 	"os/signal"
@@ -31,6 +30,10 @@ const shutdownTimeout = 10 * time.Second
 // defaultDataRoot is where node data lives unless --data-dir says otherwise:
 // <root>/<node-id>.
 const defaultDataRoot = "quorumkv-data"
+
+// defaultGossipAddr is memberlist's usual port, on loopback: a node that
+// should gossip with other machines must say where (--gossip-addr).
+const defaultGossipAddr = "127.0.0.1:7946"
 
 // nodeFlags are the flags that serve and dev share: the cluster parameters,
 // the per-node limits and the logging.
@@ -74,16 +77,29 @@ func (f *nodeFlags) logger(cmd *cobra.Command, w io.Writer) (*slog.Logger, error
 	}
 }
 
+// nodeAddrs are a node's addresses: where it serves HTTP and gossips, and
+// which gossip addresses it joins through.
+type nodeAddrs struct {
+	advertise       string   // HTTP address others reach this node at
+	gossipBind      string   // memberlist listens here
+	gossipAdvertise string   // "" for the bind address
+	join            []string // gossip addresses of existing members
+}
+
 // config builds and validates a node's server.Config. Besides the checks of
-// server.Config.Validate it builds the ring once, so that a member set the
-// ring cannot place fails before anything is opened or bound.
-func (f *nodeFlags) config(cmd *cobra.Command, nodeID string, peers map[string]string, log *slog.Logger) (server.Config, error) {
+// server.Config.Validate it builds a trial ring of ringMembers (the node ids
+// the ring is expected to hold; at least the node itself), so that
+// parameters the ring cannot place fail before anything is opened or bound.
+func (f *nodeFlags) config(cmd *cobra.Command, nodeID string, addrs nodeAddrs, ringMembers []string, log *slog.Logger) (server.Config, error) {
 	if f.cacheSize < 0 {
 		return server.Config{}, usageErrorf(cmd, "--cache-size %d: must be at least 0 (0 takes the default)", f.cacheSize)
 	}
 	cfg := server.DefaultConfig()
 	cfg.NodeID = nodeID
-	cfg.Peers = peers
+	cfg.Advertise = addrs.advertise
+	cfg.Gossip.BindAddr = addrs.gossipBind
+	cfg.Gossip.Advertise = addrs.gossipAdvertise
+	cfg.Gossip.Join = addrs.join
 	cfg.Ring = ring.DefaultConfig()
 	cfg.Ring.N = f.n
 	cfg.Ring.Partitions = f.partitions
@@ -94,12 +110,12 @@ func (f *nodeFlags) config(cmd *cobra.Command, nodeID string, peers map[string]s
 	cfg.MaxBody = f.maxBody
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
-		if len(peers) < f.n {
-			err = fmt.Errorf("%w (list every member with --peers, or lower --n)", err)
-		}
 		return server.Config{}, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("invalid configuration: %w", err)}
 	}
-	if _, err := ring.New(cfg.Ring, slices.Sorted(maps.Keys(peers))); err != nil {
+	if !slices.Contains(ringMembers, nodeID) {
+		ringMembers = append(slices.Clone(ringMembers), nodeID)
+	}
+	if _, err := ring.New(cfg.Ring, ringMembers); err != nil {
 		return server.Config{}, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("invalid configuration: %w", err)}
 	}
 	return cfg, nil
@@ -111,29 +127,45 @@ type serveSetup struct {
 	HTTPAddr  string // the address to listen on
 	DataDir   string
 	CacheSize int64
+	// ResolvePort: Config.Advertise was defaulted from an --http-addr with
+	// port 0; its port is replaced by the one the listener got.
+	ResolvePort bool
 }
 
 func newServeCmd(a *app) *cobra.Command {
 	var (
-		f        nodeFlags
-		nodeID   string
-		httpAddr string
-		dataDir  string
-		peers    string
+		f               nodeFlags
+		nodeID          string
+		httpAddr        string
+		advertise       string
+		gossipAddr      string
+		gossipAdvertise string
+		join            []string
+		dataDir         string
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --node-id ID [--peers ID=HOST:PORT,...] [flags]",
+		Use:   "serve --node-id ID [--gossip-addr HOST:PORT] [--join HOST:PORT,...] [flags]",
 		Short: "Run one node of a cluster",
-		Long: `Run one node of a cluster until SIGINT or SIGTERM.
+		Long: `Run one node of a cluster until SIGINT or SIGTERM, or until it has left the
+cluster (quorumkv cluster leave).
 
-Every member must be started with the same member list (--peers) and the same
---n and --partitions. N and the partition count are fixed at cluster creation:
-they are stored in the data directory, and a later start with other values is
+Nodes find each other by gossip. The first node of a new cluster starts
+without --join: it creates the cluster, with the --n and --partitions it was
+given. Every other node starts with --join, the gossip address of one or more
+existing members (it retries until one answers), receives its share of the
+partitions and then serves as a member. A node that already belongs to a
+cluster finds it again through the members it knows, so --join matters only
+for the first start (keeping it is harmless).
+
+N and the partition count are fixed at cluster creation: they are stored in
+the data directory, and a node whose values differ from the cluster's is
 refused. Every flag can also be set by its QUORUMKV_* environment variable
-(--node-id is QUORUMKV_NODE_ID); the flag wins.`,
-		Example: `  quorumkv serve --node-id n1 --http-addr 10.0.0.1:8080 \
-      --peers n1=10.0.0.1:8080,n2=10.0.0.2:8080,n3=10.0.0.3:8080`,
-		Args: cobra.NoArgs,
+(--node-id is QUORUMKV_NODE_ID, --join is QUORUMKV_JOIN); the flag wins.`,
+		Example: `  # the first node creates the cluster
+  quorumkv serve --node-id n1 --http-addr 10.0.0.1:8080 --gossip-addr 10.0.0.1:7946
+  # the others join it
+  quorumkv serve --node-id n2 --http-addr 10.0.0.2:8080 --gossip-addr 10.0.0.2:7946 --join 10.0.0.1:7946`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if nodeID == "" {
 				return usageErrorf(cmd, "--node-id is required (or set %s)", envName("node-id"))
@@ -144,76 +176,130 @@ refused. Every flag can also be set by its QUORUMKV_* environment variable
 			if _, err := parseAddr(httpAddr, true); err != nil {
 				return usageErrorf(cmd, "--http-addr %q: %v", httpAddr, err)
 			}
-			members, err := parsePeers(peers)
+			adv, resolve, err := httpAdvertise(httpAddr, advertise)
 			if err != nil {
 				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
-			if _, ok := members[nodeID]; !ok {
-				// This node's entry is the address the others reach it at;
-				// when absent, the listen address stands in for it.
-				members[nodeID] = httpAddr
+			if err := checkGossipBind(gossipAddr); err != nil {
+				return usageErrorf(cmd, "--gossip-addr %q: %v", gossipAddr, err)
+			}
+			if gossipAdvertise != "" {
+				if err := checkAdvertise(gossipAdvertise); err != nil {
+					return usageErrorf(cmd, "--gossip-advertise %q: %v", gossipAdvertise, err)
+				}
+			}
+			seeds, err := parseJoin(join)
+			if err != nil {
+				return &usageError{cmd: cmd.CommandPath(), err: err}
 			}
 			log, err := f.logger(cmd, a.stderr)
 			if err != nil {
 				return err
 			}
-			cfg, err := f.config(cmd, nodeID, members, log)
+			addrs := nodeAddrs{advertise: adv, gossipBind: gossipAddr, gossipAdvertise: gossipAdvertise, join: seeds}
+			cfg, err := f.config(cmd, nodeID, addrs, nil, log)
 			if err != nil {
 				return err
 			}
 			if dataDir == "" {
 				dataDir = filepath.Join(defaultDataRoot, nodeID)
 			}
-			return a.serve(cmd.Context(), serveSetup{Config: cfg, HTTPAddr: httpAddr, DataDir: dataDir, CacheSize: f.cacheSize})
+			return a.serve(cmd.Context(), serveSetup{Config: cfg, HTTPAddr: httpAddr, DataDir: dataDir, CacheSize: f.cacheSize, ResolvePort: resolve})
 		},
 	}
 	fs := cmd.Flags()
 	fs.SortFlags = false
 	fs.StringVar(&nodeID, "node-id", "", "this node's id, 1 to 64 characters from [A-Za-z0-9._-] (required)")
-	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "address to serve HTTP on (the public and the internal API)")
+	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "address to serve HTTP on (the public, internal and admin API); port 0 picks a free port")
+	fs.StringVar(&advertise, "advertise", "", "HTTP address (host:port) other nodes and clients reach this node at (default the --http-addr, with the real port if it is 0)")
+	fs.StringVar(&gossipAddr, "gossip-addr", defaultGossipAddr, "address (host:port) to gossip on, UDP and TCP; port 0 picks a free port")
+	fs.StringVar(&gossipAdvertise, "gossip-advertise", "", "gossip address other nodes reach this node at (default the --gossip-addr)")
+	fs.StringSliceVar(&join, "join", nil, "gossip addresses (host:port,...) of existing members to join through; leave empty on the first node of a new cluster")
 	fs.StringVar(&dataDir, "data-dir", "", "data directory (default ./"+defaultDataRoot+"/<node-id>)")
-	fs.StringVar(&peers, "peers", "", "the cluster's members as id=host:port,... (this node is added with --http-addr if absent)")
 	f.register(fs)
 	return cmd
 }
 
-// parsePeers parses a static member list "id=host:port,id=host:port".
-// Blanks around entries and empty entries are ignored; anything else that
-// is not a valid id=host:port, or a repeated id or address, is an error.
-func parsePeers(s string) (map[string]string, error) {
-	peers := make(map[string]string)
-	byAddr := make(map[string]string)
-	for entry := range strings.SplitSeq(s, ",") {
-		entry = strings.TrimSpace(entry)
-		if entry == "" {
-			continue
+// httpAdvertise returns the HTTP address to advertise: --advertise if set,
+// else the listen address, which must then name a host. resolve reports
+// that the port is 0 and must be taken from the listener.
+func httpAdvertise(httpAddr, advertise string) (adv string, resolve bool, err error) {
+	if advertise != "" {
+		if err := checkAdvertise(advertise); err != nil {
+			return "", false, fmt.Errorf("--advertise %q: %v", advertise, err)
 		}
-		id, addr, ok := strings.Cut(entry, "=")
-		id, addr = strings.TrimSpace(id), strings.TrimSpace(addr)
-		if !ok {
-			return nil, fmt.Errorf("--peers entry %q: want id=host:port", entry)
-		}
-		if err := ring.ValidateNodeID(id); err != nil {
-			return nil, fmt.Errorf("--peers entry %q: bad id: %v", entry, err)
-		}
-		norm, err := parseAddr(addr, false)
-		if err != nil {
-			return nil, fmt.Errorf("--peers entry %q: bad address: %v", entry, err)
-		}
-		if prev, dup := peers[id]; dup {
-			return nil, fmt.Errorf("--peers: node %q is listed twice (%s and %s)", id, prev, addr)
-		}
-		if other, dup := byAddr[norm]; dup {
-			return nil, fmt.Errorf("--peers: nodes %q and %q have the same address %s", other, id, addr)
-		}
-		peers[id] = addr
-		byAddr[norm] = id
+		return advertise, false, nil
 	}
-	return peers, nil
+	host, port, _ := net.SplitHostPort(httpAddr)
+	if unspecified(host) {
+		return "", false, fmt.Errorf("--http-addr %q listens on every interface: set --advertise to the address other nodes and clients reach this node at", httpAddr)
+	}
+	return httpAddr, port == "0", nil
+}
+
+// unspecified reports whether host is empty or an any-address (0.0.0.0, ::).
+func unspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// checkAdvertise checks an address others use: a specific host and a
+// non-zero port.
+func checkAdvertise(addr string) error {
+	if _, err := parseAddr(addr, false); err != nil {
+		return err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if unspecified(host) {
+		return errors.New("want the address others reach this node at, not an any-address")
+	}
+	return nil
+}
+
+// checkGossipBind checks the gossip bind address: memberlist needs a host
+// (0.0.0.0 for every interface); port 0 picks a free port.
+func checkGossipBind(addr string) error {
+	if _, err := parseAddr(addr, true); err != nil {
+		return err
+	}
+	if host, _, _ := net.SplitHostPort(addr); host == "" {
+		return errors.New("missing host (use 0.0.0.0 for every interface)")
+	}
+	return nil
+}
+
+// parseJoin parses the --join values (each may itself be a comma-separated
+// list) into gossip addresses. Blanks and empty entries are ignored, and a
+// repeated address is kept once; anything that is not a host:port with a
+// host and a non-zero port is an error.
+func parseJoin(values []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		for entry := range strings.SplitSeq(v, ",") {
+			entry = strings.TrimSpace(entry)
+			if entry == "" {
+				continue
+			}
+			norm, err := parseAddr(entry, false)
+			if err != nil {
+				return nil, fmt.Errorf("--join entry %q: %v", entry, err)
+			}
+			if !seen[norm] {
+				seen[norm] = true
+				out = append(out, entry)
+			}
+		}
+	}
+	return out, nil
 }
 
 // parseAddr checks a host:port and returns it normalized. A listen address
-// may leave the host empty (all interfaces); a peer address may not.
+// may leave the host empty (all interfaces) and take port 0 (any free
+// port); an address to reach may not.
 func parseAddr(addr string, listen bool) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -232,28 +318,47 @@ func parseAddr(addr string, listen bool) (string, error) {
 	return net.JoinHostPort(strings.ToLower(host), strconv.Itoa(p)), nil
 }
 
-// runServe runs one node until ctx is done or SIGINT/SIGTERM arrives, then
-// shuts it down gracefully.
+// listen binds s's HTTP address and, if the advertised address waits for
+// the listener's port, fills it in.
+func (s *serveSetup) listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cannot listen on %s: %w", s.HTTPAddr, err)
+	}
+	if s.ResolvePort {
+		host, _, _ := net.SplitHostPort(s.Config.Advertise)
+		s.Config.Advertise = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		s.ResolvePort = false
+	}
+	return ln, nil
+}
+
+// runServe runs one node until ctx is done, SIGINT/SIGTERM arrives or the
+// node has left the cluster, then shuts it down gracefully.
 func (a *app) runServe(ctx context.Context, s serveSetup) error {
 	log := s.Config.Logger
 	if err := os.MkdirAll(s.DataDir, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	ln, err := net.Listen("tcp", s.HTTPAddr)
+	ln, err := s.listen()
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w", s.HTTPAddr, err)
+		return err
 	}
 	srv, err := server.Start(s.Config, s.DataDir, s.CacheSize, ln) // owns ln from here
 	if err != nil {
 		return fmt.Errorf("node %s (data directory %s): %w", s.Config.NodeID, s.DataDir, err)
 	}
-	log.Info("node started", "node", s.Config.NodeID, "addr", ln.Addr().String(), "data_dir", s.DataDir,
-		"members", len(s.Config.Peers), "n", s.Config.Ring.N, "r", s.Config.R, "w", s.Config.W, "partitions", s.Config.Ring.Partitions)
+	g := s.Config.Gossip
+	log.Info("node started", "node", s.Config.NodeID, "addr", ln.Addr().String(), "advertise", s.Config.Advertise,
+		"gossip_bind", g.BindAddr, "join", strings.Join(g.Join, ","), "data_dir", s.DataDir,
+		"n", s.Config.Ring.N, "r", s.Config.R, "w", s.Config.W, "partitions", s.Config.Ring.Partitions)
 
 	sig, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	var serveErr error
 	select {
 	case <-sig.Done():
+	case <-srv.Node.LeaveDone():
+		log.Info("left the cluster", "node", s.Config.NodeID)
 	case serveErr = <-srv.Done():
 		log.Error("HTTP server stopped", "err", serveErr)
 	}
