@@ -51,6 +51,7 @@ func (n *Node) Handler() http.Handler {
 	r.Post(internalApply, n.internal(n.handleInternalApply))
 	r.Post(internalHint, n.internal(n.handleInternalHint))
 	r.Post(internalBatch, n.internal(n.handleInternalBatch))
+	r.Post(internalHolds, n.internal(n.handleInternalHolds))
 	r.Post(internalStream, n.internal(n.handleInternalStream))
 	n.adminRoutes(r)
 	return r
@@ -426,6 +427,24 @@ func (n *Node) handleInternalBatch(w http.ResponseWriter, r *http.Request, body 
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (n *Node) handleInternalHolds(w http.ResponseWriter, r *http.Request, body []byte) {
+	p, k := binary.Uvarint(body)
+	if k <= 0 || k != len(body) || p >= uint64(n.cfg.Ring.Partitions) {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed partition"})
+		return
+	}
+	// "Yes" promises to keep it: this node holds p and, in its own view,
+	// is one of p's target primaries, so it will not drop p itself. Two
+	// nodes with different views of a ring change therefore cannot both
+	// drop a partition on the strength of each other's answer.
+	answer := "0"
+	if pl := n.placement(); pl.Holds(int(p), n.cfg.NodeID) && pl.Target().IsPrimary(int(p), n.cfg.NodeID) {
+		answer = "1"
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, answer)
 }
 
 func (n *Node) handleInternalHint(w http.ResponseWriter, r *http.Request, body []byte) {

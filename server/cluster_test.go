@@ -115,7 +115,7 @@ func (c *testCluster) start(id string) {
 	for _, other := range c.running() {
 		cfg.Gossip.Join = append(cfg.Gossip.Join, c.gossip[other])
 	}
-	cfg.Dial = c.net.Dialer(id)
+	cfg.Dial = c.net.DialerWith(id, newDialer())
 	cfg.Gossip.WrapTransport = func(t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport { return c.net.Transport(id, t) }
 	s, err := Start(cfg, c.dirs[id], 8<<20, ln)
 	if err != nil {
@@ -147,6 +147,16 @@ func (c *testCluster) running() []string {
 // no transfer pending, and all agree on the ring version.
 func (c *testCluster) waitSettled() {
 	c.t.Helper()
+	defer func() {
+		if c.t.Failed() {
+			for _, id := range c.running() {
+				n := c.servers[id].Node
+				pl := n.placement()
+				c.t.Logf("%s: settled=%v version=%s members=%v pulls=%d holds=%d", id, pl.Settled(), pl.Version(),
+					pl.Membership().All(), len(pl.Pulls(id)), pl.Holdings()[id].Parts.Count())
+			}
+		}
+	}()
 	eventually(c.t, "the cluster to settle", func() bool {
 		version := ""
 		for _, id := range c.running() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"net"
 	"strconv"
 	"sync"
@@ -134,12 +135,18 @@ func (g *gossip) refreshSelf(self ring.Member) {
 	old, ok := g.table.Get(self.ID)
 	switch {
 	case !ok || old.Epoch != self.Epoch:
+		// A new incarnation (new or wiped directory, or an id that was
+		// removed and comes back wiped): it rejoins holding nothing, and its
+		// record's higher version overrides any tombstone of the old one.
 		self.State = ring.StateJoining
-		if ok && old.State != ring.StateRemoved && len(g.table.RingMembers()) == 1 {
-			self.State = ring.StateMember // a lone node has nobody to pull from
+		holding := ring.NewBitmap(g.n.cfg.Ring.Partitions)
+		if others := slices.DeleteFunc(g.table.RingMembers(), func(id string) bool { return id == self.ID }); len(others) == 0 {
+			// Nobody to pull from: it holds every (empty) partition.
+			self.State = ring.StateMember
+			holding = ring.FullBitmap(g.n.cfg.Ring.Partitions)
 		}
 		g.table = g.table.Set(self)
-		g.setHolding(ring.NewBitmap(g.n.cfg.Ring.Partitions))
+		g.setHolding(holding)
 	case old.Addr != self.Addr || old.Gossip != self.Gossip:
 		self.State = old.State
 		g.table = g.table.Set(self)
@@ -207,8 +214,14 @@ func (g *gossip) merge(table ring.Membership, holdings ring.Holdings) {
 	g.table, g.holdings = t, h
 	// Someone may hold an older record of us (we were wiped, or moved).
 	self, _ := t.Get(g.n.cfg.NodeID)
-	if self.Epoch != g.n.epoch() && self.State != ring.StateRemoved {
+	switch {
+	case self.Epoch != g.n.epoch():
 		g.refreshSelf(g.selfRecord())
+	case self.State == ring.StateRemoved:
+		// An operator removed this incarnation while it was cut off.
+		if g.n.ready.Swap(false) {
+			g.n.log.Error("this node was removed from the cluster; it no longer serves requests; wipe its data directory to join again")
+		}
 	}
 	if err := g.publishLocked(); err != nil {
 		g.n.log.Error("cannot apply gossiped membership", "err", err)
@@ -529,10 +542,15 @@ func (g *gossip) seeds() []string {
 }
 
 // join contacts the seeds until one answers, backing off up to
-// Gossip.JoinRetryMax.
+// Gossip.JoinRetryMax. It stops once any peer is alive (another node may
+// have reached this one first), and refreshes the seeds from the member
+// table on each attempt, since a restarted cluster's addresses change.
 func (g *gossip) join(seeds []string) {
 	wait := 50 * time.Millisecond
 	for {
+		if g.liveCount.Load() > 1 {
+			return
+		}
 		n, err := g.ml.Load().Join(seeds)
 		if err == nil && n > 0 {
 			g.n.log.Info("joined the cluster", "contacted", n)
@@ -545,6 +563,7 @@ func (g *gossip) join(seeds []string) {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, g.n.cfg.Gossip.JoinRetryMax)
+		seeds = g.seeds()
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
 )
 
@@ -279,4 +280,49 @@ func TestConcurrentRingChangesConverge(t *testing.T) {
 	}
 	c.stop("n5")
 	c.waitSettled()
+}
+
+// A node that leaves right after it joined must not drop partitions on the
+// strength of stale gossip about who holds them (N=1, so a dropped copy
+// would be the only one).
+func TestLeaveRightAfterJoinKeepsData(t *testing.T) {
+	c := newTestCluster(t, 1, func(cfg *Config) { cfg.Ring.N, cfg.R, cfg.W = 1, 1, 1 })
+	keys := c.fill(300)
+	c.ids = append(c.ids, "n2")
+	c.dirs["n2"] = c.dirs["n1"] + "-n2"
+	c.start("n2")
+	c.waitSettled()
+	c.must(202, c.do("n2", "POST", "/v1/admin/leave", ""))
+	select {
+	case <-c.servers["n2"].Node.LeaveDone():
+	case <-timeout(t):
+		t.Fatal("leave did not finish")
+	}
+	c.stop("n2")
+	c.waitSettled()
+	c.checkReadable(keys)
+	c.checkPlacement("b", keys)
+}
+
+// An id that left can come back with a wiped data directory: the new
+// incarnation's record overrides the tombstone.
+func TestRemovedIDRejoinsWiped(t *testing.T) {
+	c := newTestCluster(t, 4, nil)
+	keys := c.fill(200)
+	c.must(202, c.do("n4", "POST", "/v1/admin/leave", ""))
+	select {
+	case <-c.servers["n4"].Node.LeaveDone():
+	case <-timeout(t):
+		t.Fatal("leave did not finish")
+	}
+	c.stop("n4")
+	c.waitSettled()
+	c.wipe("n4")
+	c.start("n4")
+	c.waitSettled()
+	if m, _ := c.anyNode().placement().Membership().Get("n4"); m.State != ring.StateMember {
+		t.Fatalf("n4 is %s after rejoining", m.State)
+	}
+	c.checkReadable(keys)
+	c.checkPlacement("b", keys)
 }

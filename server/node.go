@@ -87,7 +87,7 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	}
 	if f := cfg.Faults; f != nil {
 		if cfg.Dial == nil {
-			cfg.Dial = f.Dialer(cfg.NodeID)
+			cfg.Dial = f.DialerWith(cfg.NodeID, newDialer())
 		}
 		if cfg.Gossip.WrapTransport == nil {
 			id := cfg.NodeID
@@ -96,7 +96,7 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	}
 	dial := cfg.Dial
 	if dial == nil {
-		dial = (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		dial = newDialer().DialContext
 	}
 	n := &Node{
 		cfg:       cfg,
@@ -128,6 +128,11 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	}
 	return n, nil
 }
+
+// newDialer bounds node-to-node dials: since Go 1.23 http.Transport dials
+// with a context that outlives the request, so the dialer's own timeout is
+// what ends a dial to an unreachable peer.
+func newDialer() *net.Dialer { return &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second} }
 
 // epoch is this incarnation's data directory epoch.
 func (n *Node) epoch() string { return strings.TrimPrefix(n.store.Actor(), n.cfg.NodeID+".") }

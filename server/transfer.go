@@ -92,8 +92,7 @@ func (n *Node) transferPass(lim *limiter) {
 	}
 	for _, p := range n.placement().Drops(id) {
 		if err := n.drop(p); err != nil {
-			n.log.Error("dropping a partition that moved away", "partition", p, "err", err)
-			return
+			n.log.Debug("not dropping a partition that moved away yet", "partition", p, "err", err)
 		}
 	}
 	n.advanceState()
@@ -103,6 +102,22 @@ func (n *Node) transferPass(lim *limiter) {
 // holds. Under the partition's write lock, so that no local write lands in
 // between; writes that arrive later become hints for the new owners.
 func (n *Node) drop(p int) error {
+	// Gossiped holdings may be stale (a new primary may have dropped the
+	// partition since, in an earlier ring change): ask every new primary.
+	for _, t := range n.placement().Target().Primaries(p) {
+		if t == n.cfg.NodeID {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.bg, n.cfg.ReplicaTimeout)
+		holds, err := n.transport.Holds(ctx, t, uint32(p))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("confirming %s holds partition %d: %w", t, p, err)
+		}
+		if !holds {
+			return fmt.Errorf("%s does not hold partition %d yet", t, p)
+		}
+	}
 	mu := &n.partLocks[p]
 	mu.Lock()
 	defer mu.Unlock()
@@ -138,10 +153,10 @@ func (n *Node) advanceState() {
 		}
 		self.State = ring.StateMember
 	case ring.StateLeaving:
-		for p := range n.cfg.Ring.Partitions {
-			if pl.IsCounting(p, id) {
-				return
-			}
+		// Done when every partition was dropped, each after its new
+		// primaries confirmed they hold it.
+		if pl.Holdings()[id].Parts.Count() > 0 {
+			return
 		}
 		if st := n.store.HintStats(); st.Durable > 0 {
 			return // hints this node holds must reach their owners first

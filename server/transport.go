@@ -25,6 +25,10 @@ type Transport interface {
 	// ApplyMany merges a batch of objects into node's copies, in one synced
 	// commit (hint delivery).
 	ApplyMany(ctx context.Context, node string, entries []storage.PartitionEntry) error
+	// Holds asks node whether it holds partition p completely and keeps it
+	// (it is a target primary of p in its own view), by its own current
+	// record: gossiped holdings may be stale.
+	Holds(ctx context.Context, node string, p uint32) (bool, error)
 	// Hint asks node, a fallback, to keep o durably as a hint for owner.
 	// It fails with ErrHintsFull when node's hint store is full.
 	Hint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error
@@ -45,6 +49,7 @@ const (
 	internalApply  = "/internal/v1/apply"
 	internalHint   = "/internal/v1/hint"
 	internalBatch  = "/internal/v1/apply-batch"
+	internalHolds  = "/internal/v1/holds"
 	internalStream = "/internal/v1/stream"
 	// clusterHeader carries the sender's cluster parameters; a node
 	// configured differently refuses the call.
@@ -155,6 +160,20 @@ func (t *HTTPTransport) ApplyMany(ctx context.Context, node string, entries []st
 		return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
 	}
 	return nil
+}
+
+// Holds implements Transport.
+func (t *HTTPTransport) Holds(ctx context.Context, node string, p uint32) (bool, error) {
+	resp, err := t.call(ctx, node, internalHolds, binary.AppendUvarint(nil, uint64(p)))
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
+	}
+	return string(body) == "1", nil
 }
 
 // Hint implements Transport.

@@ -27,6 +27,12 @@ func (n *Network) Dialer(from string) func(ctx context.Context, network, addr st
 // delay first, and Read and Write fail promptly with ErrPartitioned once
 // the link is blocked.
 //
+// Faults act where connections are dialed; the accepting side (an
+// http.Server) is not wrapped and sees a cut connection close. A delay is
+// paid on the dial and on each Write call of the dialing node, not on
+// reads: on one connection only the dialer's writes (the requests) are
+// delayed; the reverse direction is delayed on connections the peer dials.
+//
 // Since Go 1.23 http.Transport dials with a context detached from the
 // request's cancellation, so a dial without d.Timeout keeps waiting after
 // its request gave up, until the link heals or the transport's

@@ -29,7 +29,9 @@ import (
 //     A TCP stream's source port is ephemeral, though, so it normally
 //     resolves to no node: streams rely on the sender's side, where the
 //     dialing node's own Transport blocks the dial and cuts the stream.
-//     Every node must therefore use a Transport of the same Network.
+//     Every node must therefore use such a Transport, of one shared
+//     Network in-process (or of Networks given the same faults in
+//     process-level tests).
 //
 // A peer is resolved from its address, or, if the address is not
 // registered, from the memberlist node name in a memberlist.Address when
