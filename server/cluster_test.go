@@ -54,15 +54,7 @@ func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Ring.Partitions = 64
 	cfg.Logger = quietLogger()
-	cfg.ReplicaTimeout = 500 * time.Millisecond
-	cfg.Gossip.ProbeInterval = 100 * time.Millisecond
-	cfg.Gossip.ProbeTimeout = 50 * time.Millisecond
-	cfg.Gossip.GossipInterval = 30 * time.Millisecond
-	cfg.Gossip.PushPullInterval = 500 * time.Millisecond
-	cfg.Gossip.SuspicionMult = 2
-	cfg.Gossip.TCPTimeout = time.Second
-	cfg.Gossip.JoinRetryMax = 200 * time.Millisecond
-	cfg.Handoff.Interval = 50 * time.Millisecond
+	cfg.FastTiming()
 	return cfg
 }
 

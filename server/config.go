@@ -164,6 +164,21 @@ func DefaultConfig() Config {
 	}
 }
 
+// FastTiming shortens failure detection, gossip and background intervals
+// for tests that run a cluster on one machine: a dead node is noticed in a
+// few hundred milliseconds instead of seconds. Not for production networks.
+func (c *Config) FastTiming() {
+	c.ReplicaTimeout = 500 * time.Millisecond
+	c.Gossip.ProbeInterval = 100 * time.Millisecond
+	c.Gossip.ProbeTimeout = 50 * time.Millisecond
+	c.Gossip.GossipInterval = 30 * time.Millisecond
+	c.Gossip.PushPullInterval = 500 * time.Millisecond
+	c.Gossip.SuspicionMult = 2
+	c.Gossip.TCPTimeout = time.Second
+	c.Gossip.JoinRetryMax = 200 * time.Millisecond
+	c.Handoff.Interval = 50 * time.Millisecond
+}
+
 func orDefault[T comparable](v *T, def T) {
 	var zero T
 	if *v == zero {

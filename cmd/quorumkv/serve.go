@@ -21,6 +21,7 @@ import (
 
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/server"
+	"github.com/quorumkv/quorumkv/server/faultnet"
 )
 
 // shutdownTimeout bounds a graceful shutdown: in-flight requests get this
@@ -142,6 +143,8 @@ func newServeCmd(a *app) *cobra.Command {
 		gossipAdvertise string
 		join            []string
 		dataDir         string
+		debugFaults     bool
+		testTiming      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "serve --node-id ID [--gossip-addr HOST:PORT] [--join HOST:PORT,...] [flags]",
@@ -201,6 +204,13 @@ refused. Every flag can also be set by its QUORUMKV_* environment variable
 			if err != nil {
 				return err
 			}
+			// Test seams for process-level fault tests (hidden flags).
+			if debugFaults {
+				cfg.Faults = faultnet.New()
+			}
+			if testTiming {
+				cfg.FastTiming()
+			}
 			if dataDir == "" {
 				dataDir = filepath.Join(defaultDataRoot, nodeID)
 			}
@@ -209,6 +219,10 @@ refused. Every flag can also be set by its QUORUMKV_* environment variable
 	}
 	fs := cmd.Flags()
 	fs.SortFlags = false
+	fs.BoolVar(&debugFaults, "debug-faults", false, "tests only: route peer traffic through a fault layer controlled by POST /v1/debug/partition and /v1/debug/heal")
+	fs.BoolVar(&testTiming, "test-timing", false, "tests only: fast failure detection and background intervals")
+	_ = fs.MarkHidden("debug-faults")
+	_ = fs.MarkHidden("test-timing")
 	fs.StringVar(&nodeID, "node-id", "", "this node's id, 1 to 64 characters from [A-Za-z0-9._-] (required)")
 	fs.StringVar(&httpAddr, "http-addr", "127.0.0.1:8080", "address to serve HTTP on (the public, internal and admin API); port 0 picks a free port")
 	fs.StringVar(&advertise, "advertise", "", "HTTP address (host:port) other nodes and clients reach this node at (default the --http-addr, with the real port if it is 0)")
