@@ -132,7 +132,9 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 // newDialer bounds node-to-node dials: since Go 1.23 http.Transport dials
 // with a context that outlives the request, so the dialer's own timeout is
 // what ends a dial to an unreachable peer.
-func newDialer() *net.Dialer { return &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second} }
+func newDialer() *net.Dialer {
+	return &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+}
 
 // epoch is this incarnation's data directory epoch.
 func (n *Node) epoch() string { return strings.TrimPrefix(n.store.Actor(), n.cfg.NodeID+".") }
