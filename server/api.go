@@ -440,9 +440,12 @@ func (n *Node) handleInternalHolds(w http.ResponseWriter, r *http.Request, body 
 	// nodes with different views of a ring change therefore cannot both
 	// drop a partition on the strength of each other's answer.
 	answer := "0"
+	mu := &n.partLocks[p]
+	mu.RLock()
 	if pl := n.placement(); pl.Holds(int(p), n.cfg.NodeID) && pl.Target().IsPrimary(int(p), n.cfg.NodeID) {
 		answer = "1"
 	}
+	mu.RUnlock()
 	w.Header().Set("Content-Type", "text/plain")
 	_, _ = io.WriteString(w, answer)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -103,8 +104,10 @@ func (n *Node) transferPass(lim *limiter) {
 // between; writes that arrive later become hints for the new owners.
 func (n *Node) drop(p int) error {
 	// Gossiped holdings may be stale (a new primary may have dropped the
-	// partition since, in an earlier ring change): ask every new primary.
-	for _, t := range n.placement().Target().Primaries(p) {
+	// partition since, in an earlier ring change): ask every new primary
+	// whether it holds p and keeps it.
+	confirmed := n.placement().Target().Primaries(p)
+	for _, t := range confirmed {
 		if t == n.cfg.NodeID {
 			continue
 		}
@@ -121,6 +124,14 @@ func (n *Node) drop(p int) error {
 	mu := &n.partLocks[p]
 	mu.Lock()
 	defer mu.Unlock()
+	// Re-check under the lock, which Holds answers also take: the ring may
+	// have changed since the list of drops was made or since the
+	// confirmations (this node may be a primary of p again, and may have
+	// promised a peer to keep it).
+	pl := n.placement()
+	if !slices.Contains(pl.Drops(n.cfg.NodeID), p) || !slices.Equal(pl.Target().Primaries(p), confirmed) {
+		return fmt.Errorf("partition %d: the ring changed while dropping it", p)
+	}
 	// Stop keeping p first (publish the holdings), then delete: a write
 	// checking keeps() after this sees the new placement.
 	if err := n.gossip.update(func() error {

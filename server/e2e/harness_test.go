@@ -1,8 +1,9 @@
 // Package e2e holds process-level fault tests: every node is a real
 // quorumkv process (built once by TestMain), crashed with SIGKILL, paused
 // with SIGSTOP and cut off from its peers through the hidden --debug-faults
-// endpoints. Nothing here imports the server: the tests see the cluster
-// exactly as an operator or a client does, through HTTP.
+// endpoints. The tests see the cluster as an operator or a client does,
+// through HTTP; the only import from the module is storage's encoding of
+// the empty context (see emptyContext).
 package e2e
 
 import (

@@ -72,9 +72,16 @@ func TestKillMidWritesLosesNoAcknowledgedWrite(t *testing.T) {
 				failMu.Lock()
 				failures[ph][n.id] = append(failures[ph][n.id], fmt.Sprintf("PUT %s: %v %v", key, r, err))
 				failMu.Unlock()
+				time.Sleep(10 * time.Millisecond) // do not spin on a refused connection
 			}
 		})
 	}
+	var once sync.Once
+	stopWriters := func() {
+		once.Do(func() { close(stop) })
+		wg.Wait()
+	}
+	t.Cleanup(stopWriters) // if the test fails early; runs before the nodes are killed
 	// The workload runs for fixed spans; the waits in between are for state.
 	time.Sleep(time.Second)
 
@@ -93,8 +100,7 @@ func TestKillMidWritesLosesNoAcknowledgedWrite(t *testing.T) {
 	up = []*node{n1, n2, n3}
 	upMu.Unlock()
 	time.Sleep(time.Second)
-	close(stop)
-	wg.Wait()
+	stopWriters()
 
 	var total int
 	for ph := range numPhases {
