@@ -239,13 +239,7 @@ func TestLeaveAndRemove(t *testing.T) {
 	c := newTestCluster(t, 5, nil)
 	keys := c.fill(1000)
 
-	c.must(202, c.do("n5", "POST", "/v1/admin/leave", ""))
-	select {
-	case <-c.servers["n5"].Node.LeaveDone():
-	case <-timeout(t):
-		t.Fatal("leave did not finish")
-	}
-	c.stop("n5")
+	c.leave("n5")
 	c.waitSettled()
 	c.checkReadable(keys)
 	c.checkPlacement("b", keys)
@@ -273,12 +267,7 @@ func TestConcurrentRingChangesConverge(t *testing.T) {
 	wg.Go(func() { c.must(200, c.do("n1", "POST", "/v1/admin/remove/n6", "")) })
 	wg.Go(func() { c.must(202, c.do("n5", "POST", "/v1/admin/leave", "")) })
 	wg.Wait()
-	select {
-	case <-c.servers["n5"].Node.LeaveDone():
-	case <-timeout(t):
-		t.Fatal("leave did not finish")
-	}
-	c.stop("n5")
+	c.awaitLeft("n5")
 	c.waitSettled()
 }
 
@@ -292,13 +281,7 @@ func TestLeaveRightAfterJoinKeepsData(t *testing.T) {
 	c.dirs["n2"] = c.dirs["n1"] + "-n2"
 	c.start("n2")
 	c.waitSettled()
-	c.must(202, c.do("n2", "POST", "/v1/admin/leave", ""))
-	select {
-	case <-c.servers["n2"].Node.LeaveDone():
-	case <-timeout(t):
-		t.Fatal("leave did not finish")
-	}
-	c.stop("n2")
+	c.leave("n2")
 	c.waitSettled()
 	c.checkReadable(keys)
 	c.checkPlacement("b", keys)
@@ -309,13 +292,7 @@ func TestLeaveRightAfterJoinKeepsData(t *testing.T) {
 func TestRemovedIDRejoinsWiped(t *testing.T) {
 	c := newTestCluster(t, 4, nil)
 	keys := c.fill(200)
-	c.must(202, c.do("n4", "POST", "/v1/admin/leave", ""))
-	select {
-	case <-c.servers["n4"].Node.LeaveDone():
-	case <-timeout(t):
-		t.Fatal("leave did not finish")
-	}
-	c.stop("n4")
+	c.leave("n4")
 	c.waitSettled()
 	c.wipe("n4")
 	c.start("n4")
@@ -325,4 +302,22 @@ func TestRemovedIDRejoinsWiped(t *testing.T) {
 	}
 	c.checkReadable(keys)
 	c.checkPlacement("b", keys)
+}
+
+// leave asks id to leave, waits until it handed its data over, and stops it.
+func (c *testCluster) leave(id string) {
+	c.t.Helper()
+	c.must(202, c.do(id, "POST", "/v1/admin/leave", ""))
+	c.awaitLeft(id)
+}
+
+// awaitLeft waits until a leaving node finished, then stops it.
+func (c *testCluster) awaitLeft(id string) {
+	c.t.Helper()
+	select {
+	case <-c.servers[id].Node.LeaveDone():
+	case <-timeout(c.t):
+		c.t.Fatalf("%s did not finish leaving", id)
+	}
+	c.stop(id)
 }
