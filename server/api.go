@@ -160,6 +160,11 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if obj == nil {
+		// The empty context: "this read saw nothing". A client that writes
+		// back with it makes a write that supersedes nothing, so two
+		// clients creating the same key concurrently end with siblings,
+		// not one write replacing the other (as two plain PUTs would).
+		w.Header().Set("X-Context", storage.EncodeContext(storage.Context{}))
 		n.fail(w, r, "get", fmt.Errorf("%w: %s/%q", ErrNotFound, req.key.Bucket, req.key.Key))
 		return
 	}

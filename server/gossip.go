@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -455,6 +457,24 @@ func (g *gossip) isAlive(node string) bool {
 	return a != nil && (*a)[node]
 }
 
+// memberlistLog turns memberlist's "[LEVEL] memberlist: ..." lines into
+// slog records at the matching level.
+type memberlistLog struct{ l *slog.Logger }
+
+func (m memberlistLog) Write(b []byte) (int, error) {
+	msg := strings.TrimSpace(string(b))
+	level := slog.LevelDebug
+	for prefix, lv := range map[string]slog.Level{"[ERR]": slog.LevelError, "[WARN]": slog.LevelWarn, "[INFO]": slog.LevelInfo} {
+		if rest, ok := strings.CutPrefix(msg, prefix); ok {
+			msg, level = strings.TrimSpace(rest), lv
+			break
+		}
+	}
+	msg = strings.TrimPrefix(msg, "[DEBUG]")
+	m.l.Log(context.Background(), level, strings.TrimSpace(msg))
+	return len(b), nil
+}
+
 // start starts memberlist and, in the background, joins the seeds.
 func (g *gossip) start() error {
 	cfg := g.n.cfg.Gossip
@@ -478,7 +498,10 @@ func (g *gossip) start() error {
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.TCPTimeout = cfg.TCPTimeout
-	mc.Logger = slog.NewLogLogger(g.n.log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.Logger = log.New(memberlistLog{g.n.log.With("component", "memberlist")}, "", 0)
+	// A node that restarts on another address may take its name back at
+	// once instead of waiting for the dead entry to expire (30 s).
+	mc.DeadNodeReclaimTime = cfg.ProbeInterval
 	d := delegate{g}
 	mc.Delegate, mc.Events, mc.Alive, mc.Merge = d, d, d, d
 	g.meta, _ = json.Marshal(nodeMeta{Addr: g.n.cfg.Advertise, Cluster: g.params})

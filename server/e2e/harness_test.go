@@ -193,22 +193,63 @@ func do(client *http.Client, timeout time.Duration, method, url string, body []b
 
 // node is one quorumkv process (and its restarts).
 type node struct {
-	id         string
+	id      string
+	dataDir string
+	logPath string
+	join    *node    // the node whose gossip address --join names; nil for the first
+	extra   []string // flags beyond the common ones
+
+	mu         sync.Mutex
 	httpAddr   string
 	gossipAddr string
-	dataDir    string
-	logPath    string
-	args       []string
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when the current process has exited
-	exitErr error
-	paused  bool
-	starts  int
+	cmd        *exec.Cmd
+	done       chan struct{} // closed when the current process has exited
+	exitErr    error
+	paused     bool
+	starts     int
 }
 
-func (n *node) url(path string) string { return "http://" + n.httpAddr + path }
+func (n *node) url(path string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return "http://" + n.httpAddr + path
+}
+
+func (n *node) gossip() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.gossipAddr
+}
+
+// args is n's command line: the same at every start, unless its ports had
+// to change (see startReady).
+func (n *node) args() []string {
+	n.mu.Lock()
+	args := []string{"serve", "--node-id", n.id, "--http-addr", n.httpAddr, "--gossip-addr", n.gossipAddr,
+		"--data-dir", n.dataDir, "--log-format", "json", "--debug-faults", "--test-timing"}
+	n.mu.Unlock()
+	if n.join != nil {
+		args = append(args, "--join", n.join.gossip())
+	}
+	return append(args, n.extra...)
+}
+
+// pickPorts gives n fresh loopback ports for HTTP and gossip.
+func (n *node) pickPorts() error {
+	hp, err := freePort(false)
+	if err != nil {
+		return err
+	}
+	gp, err := freePort(true)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.httpAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(hp))
+	n.gossipAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(gp))
+	return nil
+}
 
 // running reports whether the process is up (paused or not).
 func (n *node) running() bool {
@@ -252,27 +293,18 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 // addNode prepares one more node; all but the first join the first.
 func (c *cluster) addNode(id string, extra ...string) *node {
 	c.t.Helper()
-	hp, err := freePort(false)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	gp, err := freePort(true)
-	if err != nil {
-		c.t.Fatal(err)
-	}
 	n := &node{
-		id:         id,
-		httpAddr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(hp)),
-		gossipAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(gp)),
-		dataDir:    filepath.Join(c.dir, "data", id),
-		logPath:    filepath.Join(c.dir, id+".log"),
+		id:      id,
+		dataDir: filepath.Join(c.dir, "data", id),
+		logPath: filepath.Join(c.dir, id+".log"),
+		extra:   extra,
 	}
-	n.args = []string{"serve", "--node-id", id, "--http-addr", n.httpAddr, "--gossip-addr", n.gossipAddr,
-		"--data-dir", n.dataDir, "--log-format", "json", "--debug-faults", "--test-timing"}
+	if err := n.pickPorts(); err != nil {
+		c.t.Fatal(err)
+	}
 	if len(c.nodes) > 0 {
-		n.args = append(n.args, "--join", c.nodes[0].gossipAddr)
+		n.join = c.nodes[0]
 	}
-	n.args = append(n.args, extra...)
 	c.nodes = append(c.nodes, n)
 	c.byID[id] = n
 	return n
@@ -283,13 +315,14 @@ func (c *cluster) addNode(id string, extra ...string) *node {
 func (c *cluster) startAll() {
 	c.t.Helper()
 	start := time.Now()
-	c.start(c.nodes[0])
-	c.waitReady(c.nodes[0], 30*time.Second)
+	c.startReady(c.nodes[0])
 	for _, n := range c.nodes[1:] {
 		c.start(n)
 	}
 	for _, n := range c.nodes[1:] {
-		c.waitReady(n, 30*time.Second)
+		if err := c.waitReady(n, 30*time.Second); err != nil {
+			c.retryStart(n, err)
+		}
 	}
 	c.waitSettled(60 * time.Second)
 	c.t.Logf("cluster of %d nodes up and settled in %v", len(c.nodes), time.Since(start).Round(time.Millisecond))
@@ -306,11 +339,12 @@ func (c *cluster) start(n *node) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	args := n.args()
 	n.mu.Lock()
 	n.starts++
-	fmt.Fprintf(f, "=== e2e: start #%d of %s at %s: %s %s\n", n.starts, n.id, time.Now().Format(time.RFC3339Nano), binPath, strings.Join(n.args, " "))
+	fmt.Fprintf(f, "=== e2e: start #%d of %s at %s: %s %s\n", n.starts, n.id, time.Now().Format(time.RFC3339Nano), binPath, strings.Join(args, " "))
 	n.mu.Unlock()
-	cmd := exec.Command(binPath, n.args...)
+	cmd := exec.Command(binPath, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
@@ -377,11 +411,56 @@ func (c *cluster) resume(n *node) {
 	n.mu.Unlock()
 }
 
-// restart starts a killed node again and waits until it is ready.
+// restart starts a killed node again, with the same flags and data
+// directory, and waits until it is ready.
 func (c *cluster) restart(n *node) {
 	c.t.Helper()
+	c.startReady(n)
+}
+
+// startReady starts n and waits until it is ready.
+func (c *cluster) startReady(n *node) {
+	c.t.Helper()
 	c.start(n)
-	c.waitReady(n, 30*time.Second)
+	if err := c.waitReady(n, 30*time.Second); err != nil {
+		c.retryStart(n, err)
+	}
+}
+
+// retryStart handles a start that failed with err. The ports were free
+// when they were picked, but the OS may hand a free port to any socket
+// (an outgoing connection's ephemeral port, say) until the node binds it:
+// if the node exited because an address was in use, it starts again on
+// fresh ports (a node may change addresses; the cluster learns the new
+// ones by gossip). Any other failure fails the test.
+func (c *cluster) retryStart(n *node, err error) {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		if !errors.Is(err, errExited) || !strings.Contains(lastStart(n.logPath), "address already in use") || attempt > 3 {
+			c.fatalf("%v", err)
+		}
+		if perr := n.pickPorts(); perr != nil {
+			c.fatalf("%v (and no fresh port: %v)", err, perr)
+		}
+		c.t.Logf("%s could not bind its address (in use since it was picked); starting it on fresh ports", n.id)
+		c.start(n)
+		if err = c.waitReady(n, 30*time.Second); err == nil {
+			return
+		}
+	}
+}
+
+// lastStart returns the log of n's latest start.
+func lastStart(logPath string) string {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.LastIndex(s, "=== e2e: start #"); i >= 0 {
+		s = s[i:]
+	}
+	return s
 }
 
 // cleanup kills every process and, if the test failed, prints the tail of
@@ -462,10 +541,13 @@ func (c *cluster) fatalf(format string, args ...any) {
 	c.t.Fatalf(format+"\nprocesses: %s", append(args, strings.Join(st, ", "))...)
 }
 
-// waitReady polls n's /readyz until it answers 200. It fails at once if
-// the process exits.
-func (c *cluster) waitReady(n *node, timeout time.Duration) {
-	c.t.Helper()
+// errExited is wrapped by the error of waitReady when the process exited.
+var errExited = errors.New("exited before it was ready")
+
+// waitReady polls n's /readyz until it answers 200. It returns an error
+// wrapping errExited at once if the process exits, or another after
+// timeout.
+func (c *cluster) waitReady(n *node, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
@@ -477,16 +559,16 @@ func (c *cluster) waitReady(n *node, timeout time.Duration) {
 			n.mu.Lock()
 			err := n.exitErr
 			n.mu.Unlock()
-			c.fatalf("%s exited before it was ready: %v\n%s", n.id, err, tail(n.logPath, 20))
+			return fmt.Errorf("%s %w (%v); the end of its log:\n%s", n.id, errExited, err, tail(n.logPath, 20))
 		default:
 		}
 		r, err := do(c.client, time.Second, http.MethodGet, n.url("/readyz"), nil)
 		if err == nil && r.status == http.StatusOK {
-			return
+			return nil
 		}
 		last = fmt.Sprint(r, err)
 		if time.Now().After(deadline) {
-			c.fatalf("%s not ready after %v: last answer %s", n.id, timeout, last)
+			return fmt.Errorf("%s not ready after %v: last answer %s", n.id, timeout, last)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

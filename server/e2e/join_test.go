@@ -22,7 +22,7 @@ func TestMismatchedNodeRefusedToJoin(t *testing.T) {
 	c.startAll()
 	n1 := c.nodes[0]
 	n2 := c.addNode("n2", "--n", "3", "--partitions", "512")
-	c.start(n2)
+	c.startReady(n2)
 
 	// The joiner keeps retrying (or exits); either way its log must name
 	// both parameter sets in one line.

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
-
-	"github.com/quorumkv/quorumkv/storage"
 )
 
 // The set workload, after Jepsen's Riak set test: clients add unique
@@ -53,6 +51,7 @@ var faultKinds = []string{faultIsolate, faultKill, faultPause, faultHalves}
 // add is one attempted add: a read, then (if the read answered) a write.
 type add struct {
 	client  int
+	node    string // the node the client sent the read and the write to
 	key     string
 	value   int64 // 0 if the read failed and nothing was written
 	at      time.Duration
@@ -60,24 +59,10 @@ type add struct {
 	acked   bool
 	refused string // a 4xx answer to the write: nothing was stored
 	outcome string // the write's answer, for indeterminate ones
-	// emptyCtx: the read was a 404 without X-Context, and the write
-	// carried the empty context.
-	emptyCtx bool
+	// noCtx: the read answered without X-Context (a bug: every read,
+	// a 404 included, carries one).
+	noCtx bool
 }
-
-// emptyContext is the X-Context token of the empty context. The API gives
-// a client no way to get it: a 404 of a key that was never written carries
-// no X-Context, and a PUT without one is a plain PUT, which supersedes
-// whatever the coordinator's own read sees at that moment, including adds
-// written after our read that we never saw. Two clients adding to a new
-// key concurrently then lose one of the two acknowledged adds (see the
-// report). Echoing the empty context keeps concurrent first writes as
-// siblings, as the read-modify-write pattern of docs/api.md expects.
-var emptyContext = storage.EncodeContext(storage.Context{})
-
-// plainFirstWrite (QUORUMKV_E2E_SET_PLAIN_PUT=1) makes clients send a
-// plain PUT after a 404 without X-Context, to reproduce that loss.
-var plainFirstWrite = os.Getenv("QUORUMKV_E2E_SET_PLAIN_PUT") != ""
 
 // faultWindow is one fault, from its start until its recovery began.
 type faultWindow struct {
@@ -202,7 +187,7 @@ func setClient(t *testing.T, c *cluster, id int, seed uint64, tg *targets, begin
 		default:
 		}
 		n := tg.pick(r)
-		a := add{client: id, key: setKeys[r.IntN(len(setKeys))], at: time.Since(begin)}
+		a := add{client: id, node: n.id, key: setKeys[r.IntN(len(setKeys))], at: time.Since(begin)}
 		url := n.url("/v1/kv/" + setBucket + "/" + a.key + "?timeout=2s")
 		rd, err := do(c.client, 5*time.Second, http.MethodGet, url, nil)
 		var set map[int64]bool
@@ -230,16 +215,16 @@ func setClient(t *testing.T, c *cluster, id int, seed uint64, tg *targets, begin
 		slices.Sort(vals)
 		body, _ := json.Marshal(vals)
 		hdr := []string{"Content-Type", "application/json"}
-		switch ctx := rd.header.Get("X-Context"); {
-		case ctx != "":
+		// Every successful read, a 404 included, carries an X-Context
+		// (for an absent key, the empty one): writing back with it
+		// supersedes exactly what the read saw.
+		ctx := rd.header.Get("X-Context")
+		a.noCtx = ctx == ""
+		if a.noCtx {
+			t.Errorf("client %d: GET %s on %s answered %d without X-Context", id, a.key, n.id, rd.status)
+		}
+		if ctx != "" {
 			hdr = append(hdr, "X-Context", ctx)
-		case !plainFirstWrite:
-			// A 404 of a key never written has no X-Context, and a PUT
-			// without one is a plain PUT: it replaces what the
-			// coordinator's own read sees, adds it never showed us
-			// included. Send the empty context: "I saw nothing".
-			hdr = append(hdr, "X-Context", emptyContext)
-			a.emptyCtx = true
 		}
 		wr, err := do(c.client, 5*time.Second, http.MethodPut, url, body, hdr...)
 		switch {
@@ -372,7 +357,7 @@ func TestSetWorkloadUnderNemesis(t *testing.T) {
 	for _, r := range results {
 		all = append(all, r...)
 	}
-	checkSets(t, c, seed, all)
+	checkSets(t, c, seed, all, windows)
 	logAvailability(t, all, windows, end)
 }
 
@@ -409,12 +394,12 @@ func finalRead(c *cluster, r *rand.Rand, key string) map[int64]bool {
 }
 
 // checkSets compares the final sets with what clients attempted.
-func checkSets(t *testing.T, c *cluster, seed uint64, all []add) {
+func checkSets(t *testing.T, c *cluster, seed uint64, all []add, windows []faultWindow) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 99))
 	var totAtt, totAck, totInd, totLost, totUnexp, totRec, totPresent, after404 int
 	for _, a := range all {
-		if a.value != 0 && a.emptyCtx {
+		if a.value != 0 && a.noCtx {
 			after404++
 		}
 	}
@@ -467,6 +452,14 @@ func checkSets(t *testing.T, c *cluster, seed uint64, all []add) {
 		slices.Sort(unexpected)
 		if len(lost) > 0 {
 			t.Errorf("key %s: %d acknowledged adds lost, first %v", key, len(lost), lost[:min(10, len(lost))])
+			for _, v := range lost[:min(10, len(lost))] {
+				for _, a := range all {
+					if a.value == v {
+						t.Logf("    lost %d: added at %.2fs by client %d through %s (%s), read was a 404 without X-Context: %v",
+							v, a.at.Seconds(), a.client, a.node, faultAt(windows, a.at), a.noCtx)
+					}
+				}
+			}
 		}
 		if len(unexpected) > 0 {
 			t.Errorf("key %s: %d values present that no client attempted, first %v", key, len(unexpected), unexpected[:min(10, len(unexpected))])
@@ -477,10 +470,7 @@ func checkSets(t *testing.T, c *cluster, seed uint64, all []add) {
 	}
 	fmt.Fprintf(w, "total\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", totAtt, totAck, totInd, totPresent, totLost, totUnexp, totRec)
 	w.Flush()
-	how := fmt.Sprintf("%d adds followed a 404 without X-Context and were written with the empty context", after404)
-	if plainFirstWrite {
-		how = "adds that followed a 404 without X-Context were written as plain PUTs (QUORUMKV_E2E_SET_PLAIN_PUT)"
-	}
+	how := fmt.Sprintf("%d reads answered without X-Context", after404)
 	t.Logf("final read of each key at r=3&sloppy=false after healing (seed %d):\n%s"+
 		"(indeterminate = not acknowledged: 503, timeout or connection error; recovered = indeterminate but present; %s)",
 		seed, tw, how)
@@ -585,4 +575,14 @@ func logAvailability(t *testing.T, all []add, windows []faultWindow, end time.Du
 	}
 	w.Flush()
 	t.Logf("fault windows:\n%s", sb)
+}
+
+// faultAt names the fault window at time at, if any.
+func faultAt(windows []faultWindow, at time.Duration) string {
+	for _, w := range windows {
+		if at >= w.start && at < w.end {
+			return w.kind + ": " + w.desc
+		}
+	}
+	return "no fault"
 }
