@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "e2e: cannot find the module root: %v\n", err)
 		return 1
 	}
+	sourceRoot = root
 	dir, err := os.MkdirTemp("", "quorumkv-e2e-bin-")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
@@ -56,6 +58,36 @@ func runTests(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "e2e: built %s in %v\n", binPath, time.Since(start).Round(time.Millisecond))
 	return m.Run()
+}
+
+// sourceRoot is the module root the binary was built from.
+var sourceRoot string
+
+// TestSourcesTracked stats every source file of the module. The binary
+// these tests run is built by a `go build` subprocess, which go test's
+// result cache does not see; files a test stats are part of the cache key
+// (only once m.Run has started, hence a test and not TestMain), so a change
+// anywhere in the sources reruns these tests instead of reporting a stale
+// cached pass.
+func TestSourcesTracked(t *testing.T) {
+	if err := trackSources(sourceRoot); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func trackSources(root string) error {
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != root || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			_, err = os.Stat(path)
+		}
+		return err
+	})
 }
 
 // moduleRoot is the directory of the go.mod of the module under test.
