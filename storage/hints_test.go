@@ -463,12 +463,8 @@ func TestHintsNotInDataRange(t *testing.T) {
 	for i := range 5 {
 		putHint(t, s, "n2", Key{Partition: 7, Bucket: "b", Key: fmt.Sprint(i)}, version(Dot{"a.1", 1}), HintDurable, t0)
 	}
-	var seen []Key
-	if err := s.Scan(7, func(k Key, _ *Object) bool { seen = append(seen, k); return true }); err != nil {
-		t.Fatal(err)
-	}
-	if len(seen) != 1 || seen[0] != k {
-		t.Fatalf("Scan saw %v", seen)
+	if seen := scanAll(t, s, 7)[7]; len(seen) != 1 || seen[0].Key != k {
+		t.Fatalf("the data range holds %v", seen)
 	}
 	entries, _, done, err := s.ReadPartition(7, nil, 1<<20)
 	if err != nil || !done || len(entries) != 1 || entries[0].Key != k {

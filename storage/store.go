@@ -439,38 +439,6 @@ func (s *Store) SetMeta(name string, value []byte) error {
 	return s.db.Set(metaKey(name), value, pebble.Sync)
 }
 
-// Scan calls fn for every object in partition p, in key order, until fn
-// returns false. The object passed to fn is a copy.
-func (s *Store) Scan(p uint32, fn func(Key, *Object) bool) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	lo, hi := partitionBounds(p)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return fmt.Errorf("storage: scan: %w", err)
-	}
-	defer it.Close()
-	for it.First(); it.Valid(); it.Next() {
-		k, err := decodeKey(it.Key())
-		if err != nil {
-			return err
-		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return fmt.Errorf("storage: scan %s: %w", k, err)
-		}
-		o, err := DecodeObject(v)
-		if err != nil {
-			return fmt.Errorf("storage: scan %s: %w", k, err)
-		}
-		if !fn(k, o) {
-			break
-		}
-	}
-	return it.Error()
-}
-
 // closeIter closes it, reporting its error through err unless err is
 // already set. Use it deferred, with a named error result.
 func closeIter(it *pebble.Iterator, err *error) {

@@ -222,16 +222,13 @@ func TestScanPartition(t *testing.T) {
 			put(t, s, Key{Partition: p, Bucket: "b", Key: fmt.Sprint(i)}, Context{}, "v")
 		}
 	}
-	var keys []Key
-	if err := s.Scan(1, func(k Key, _ *Object) bool { keys = append(keys, k); return true }); err != nil {
-		t.Fatal(err)
-	}
+	keys := scanAll(t, s, 1)[1]
 	if len(keys) != 4 {
-		t.Fatalf("scan saw %d keys, want 4", len(keys))
+		t.Fatalf("partition 1 holds %d keys, want 4", len(keys))
 	}
-	for _, k := range keys {
-		if k.Partition != 1 || k.Bucket != "b" {
-			t.Fatalf("scan returned %v", k)
+	for _, e := range keys {
+		if e.Key.Partition != 1 || e.Key.Bucket != "b" {
+			t.Fatalf("partition 1's range returned %v", e.Key)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"github.com/cockroachdb/pebble/v2"
+
 	"errors"
 	"fmt"
 	"strings"
@@ -30,10 +32,25 @@ func scanAll(t testing.TB, s *Store, parts ...uint32) map[uint32][]PartitionEntr
 	out := map[uint32][]PartitionEntry{}
 	for _, p := range parts {
 		out[p] = []PartitionEntry{}
-		if err := s.Scan(p, func(k Key, o *Object) bool {
+		// An independent reading of the partition's key range, to check
+		// ReadPartition against.
+		lo, hi := partitionBounds(p)
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for it.First(); it.Valid(); it.Next() {
+			k, err := decodeKey(it.Key())
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := DecodeObject(it.Value())
+			if err != nil {
+				t.Fatal(err)
+			}
 			out[p] = append(out[p], PartitionEntry{k, o})
-			return true
-		}); err != nil {
+		}
+		if err := it.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
