@@ -1,16 +1,16 @@
 package storage
 
 import (
-	"github.com/cockroachdb/pebble/v2"
-
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
 )
 
 // fillPartitions writes objects of varied sizes to each partition and
-// returns what each holds, in key order, as Scan sees it.
+// returns what each holds, in key order, as scanAll reads it.
 func fillPartitions(t testing.TB, s *Store, n int, parts ...uint32) map[uint32][]PartitionEntry {
 	t.Helper()
 	for _, p := range parts {
