@@ -177,26 +177,32 @@ func (n *Node) localApplyMany(entries []storage.PartitionEntry) error {
 		byPart[e.Key.Partition] = append(byPart[e.Key.Partition], e)
 	}
 	for p, es := range byPart {
-		mu := &n.partLocks[p]
-		mu.RLock()
-		var err error
-		if n.keeps(n.placement(), int(p)) {
-			err = n.store.ApplyMany(es)
-		} else {
-			mu.RUnlock()
-			for _, e := range es {
-				if err = n.localApply(e.Key, e.Object); err != nil {
-					break
-				}
-			}
-			mu.RLock()
-		}
-		mu.RUnlock()
+		applied, err := n.applyIfKept(p, es)
 		if err != nil {
 			return err
 		}
+		if applied {
+			continue
+		}
+		for _, e := range es {
+			if err := n.localApply(e.Key, e.Object); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// applyIfKept merges a batch of partition p's objects in one commit if this
+// node keeps p, and reports whether it did.
+func (n *Node) applyIfKept(p uint32, es []storage.PartitionEntry) (bool, error) {
+	mu := &n.partLocks[p]
+	mu.RLock()
+	defer mu.RUnlock()
+	if !n.keeps(n.placement(), int(p)) {
+		return false, nil
+	}
+	return true, n.store.ApplyMany(es)
 }
 
 // keeps reports whether this node stores partition p's data: it holds it
