@@ -4,18 +4,31 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Key layout in Pebble. The first byte separates the key spaces:
 //
-//	'd' partition(uint32 BE) len(bucket)(byte) bucket key                      object
+//	'd' partition(uint32 BE) leaf(uint16 BE) len(bucket)(byte) bucket key    object
+//	't' partition(uint32 BE) leaf(uint16 BE)                                 tree leaf
+//	'x' partition(uint32 BE) leaf(uint16 BE) len(bucket)(byte) bucket key    tombstone index
 //	'h' partition(uint32 BE) len(bucket)(byte) bucket len(key)(uint16 BE) key
 //	    kind(byte) owner                                                      hint
 //	'm' name                                                                   node metadata
 //
 // Objects sort by partition first, so one ring partition is one contiguous
-// key range (handoff and anti-entropy iterate it without touching others).
-// The bucket is length-prefixed, so no bucket/key pair can alias another.
+// key range (handoff and anti-entropy iterate it without touching others),
+// and then by hash-tree leaf, so one leaf of a partition is a contiguous
+// range too: an anti-entropy exchange lists the keys of a differing leaf
+// without scanning the rest of the partition. The bucket is length-prefixed,
+// so no bucket/key pair can alias another.
+//
+// An object value is its encoding (EncodeObject) followed by a 32-bit
+// checksum of it (see appendStored). A tree leaf is a 64-bit XOR
+// accumulator updated with Pebble merges (see tree.go). A tombstone index
+// entry exists while the object is tombstones only; its value is
+// deletedAt(uint64 BE, Unix nanoseconds) digest(uint64 BE).
 //
 // Hints live in their own range, so no scan of objects ever sees one. Their
 // key is length-prefixed too, which makes every hint of one key (all owners,
@@ -29,6 +42,8 @@ import (
 // version arrived (merges keep it; slow hints expire by it).
 const (
 	prefixData = 'd'
+	prefixTree = 't'
+	prefixTomb = 'x'
 	prefixHint = 'h'
 	prefixMeta = 'm'
 )
@@ -42,29 +57,72 @@ type Key struct {
 
 func (k Key) String() string { return fmt.Sprintf("%d/%s/%q", k.Partition, k.Bucket, k.Key) }
 
+// Leaf returns the hash-tree leaf of k within its partition. It uses the
+// top bits of a hash of bucket and key, so it is independent of the
+// partition (which the ring takes from the same hash modulo the partition
+// count).
+func (k Key) Leaf() int {
+	var buf [128]byte
+	b := append(buf[:0], k.Bucket...)
+	b = append(b, 0)
+	b = append(b, k.Key...)
+	return int(xxhash.Sum64(b) >> (64 - treeLeafBits))
+}
+
 func (k Key) encode() []byte {
-	b := make([]byte, 0, 6+len(k.Bucket)+len(k.Key))
+	b := make([]byte, 0, dataKeyHeader+len(k.Bucket)+len(k.Key))
 	b = append(b, prefixData)
 	b = binary.BigEndian.AppendUint32(b, k.Partition)
+	b = binary.BigEndian.AppendUint16(b, uint16(k.Leaf()))
 	b = append(b, byte(len(k.Bucket)))
 	b = append(b, k.Bucket...)
 	return append(b, k.Key...)
 }
 
-// decodeKey is the inverse of Key.encode.
+// dataKeyHeader is the length of an object key before its bucket.
+const dataKeyHeader = 8
+
+// decodeKey is the inverse of Key.encode. It checks that the stored leaf is
+// the key's leaf, so a mangled key cannot land in the wrong leaf's range.
 func decodeKey(b []byte) (Key, error) {
-	if len(b) < 6 || b[0] != prefixData {
+	if len(b) < dataKeyHeader || b[0] != prefixData {
 		return Key{}, fmt.Errorf("%w: object key %x", ErrCorrupt, b)
 	}
-	n := int(b[5])
-	if len(b) < 6+n {
+	n := int(b[7])
+	if len(b) < dataKeyHeader+n {
 		return Key{}, fmt.Errorf("%w: object key %x", ErrCorrupt, b)
 	}
-	return Key{
+	k := Key{
 		Partition: binary.BigEndian.Uint32(b[1:5]),
-		Bucket:    string(b[6 : 6+n]),
-		Key:       string(b[6+n:]),
-	}, nil
+		Bucket:    string(b[dataKeyHeader : dataKeyHeader+n]),
+		Key:       string(b[dataKeyHeader+n:]),
+	}
+	if int(binary.BigEndian.Uint16(b[5:7])) != k.Leaf() {
+		return Key{}, fmt.Errorf("%w: object key %x is in the wrong leaf", ErrCorrupt, b)
+	}
+	return k, nil
+}
+
+// keyLeaf returns the leaf field of an encoded object key.
+func keyLeaf(b []byte) int { return int(binary.BigEndian.Uint16(b[5:7])) }
+
+// treeKey addresses leaf of partition p's hash tree.
+func treeKey(p uint32, leaf int) []byte {
+	b := binary.BigEndian.AppendUint32([]byte{prefixTree}, p)
+	return binary.BigEndian.AppendUint16(b, uint16(leaf))
+}
+
+// tombKey returns the tombstone index key of the object key b.
+func tombKey(b []byte) []byte {
+	t := bytes.Clone(b)
+	t[0] = prefixTomb
+	return t
+}
+
+// leafRange returns the key range [lo, hi) of objects in leaf of p.
+func leafRange(p uint32, leaf int) (lo, hi []byte) {
+	lo = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint32([]byte{prefixData}, p), uint16(leaf))
+	return lo, prefixEnd(lo)
 }
 
 // partitionBounds returns the key range [lo, hi) holding partition p.

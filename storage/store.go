@@ -9,6 +9,7 @@
 package storage
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,7 +114,8 @@ type Store struct {
 	leaseMu   sync.Mutex
 	leaseTill atomic.Uint64 // counters up to here are reserved on disk
 
-	hints hintCounters
+	hints   hintCounters
+	corrupt atomic.Uint64
 
 	closed atomic.Bool
 }
@@ -130,10 +133,14 @@ func Open(cfg Config) (*Store, error) {
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       cfg.MemTableSize,
+		Merger:             Merger,
 		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
 	}
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
+		if strings.Contains(err.Error(), "merger name") {
+			err = fmt.Errorf("%w (the directory was written by an older storage format; wipe it and let anti-entropy and handoff refill it)", err)
+		}
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
 	s := &Store{cfg: cfg, db: db, seed: maphash.MakeSeed()}
@@ -293,7 +300,7 @@ func (s *Store) get(key []byte) (*Object, error) {
 		return nil, fmt.Errorf("storage: get: %w", err)
 	}
 	defer closer.Close()
-	o, err := DecodeObject(v)
+	o, err := decodeStored(v)
 	if err != nil {
 		return nil, fmt.Errorf("storage: key %x: %w", key, err)
 	}
@@ -312,16 +319,18 @@ func (s *Store) Apply(k Key, in *Object) (*Object, error) {
 	mu := s.lock(k)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, err := s.get(key)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	cur, err := s.load(key)
+	if err != nil {
 		return nil, err
 	}
-	merged := Merge(cur, in)
-	enc := EncodeObject(merged)
-	if cur != nil && string(enc) == string(EncodeObject(cur)) {
+	merged := Merge(cur.obj, in)
+	if cur.obj != nil && bytes.Equal(appendStored(nil, merged), cur.raw) {
 		return merged, nil
 	}
-	if err := s.db.Set(key, enc, pebble.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	s.stage(b, key, cur, merged)
+	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("storage: apply %s: %w", k, err)
 	}
 	return merged, nil
@@ -368,10 +377,11 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	mu := s.lock(k)
 	mu.Lock()
 	defer mu.Unlock()
-	cur, err := s.get(key)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	loaded, err := s.load(key)
+	if err != nil {
 		return Written{}, err
 	}
+	cur := loaded.obj
 	if cur == nil {
 		cur = &Object{}
 	}
@@ -395,7 +405,10 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	if w.Issued != nil {
 		w.Issued(obj)
 	}
-	if err := s.db.Set(key, EncodeObject(obj), pebble.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	s.stage(b, key, loaded, obj)
+	if err := b.Commit(pebble.Sync); err != nil {
 		return Written{}, fmt.Errorf("storage: put %s: %w", k, err)
 	}
 	return Written{Object: obj, Context: ctx, Dot: d}, nil

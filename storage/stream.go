@@ -62,9 +62,11 @@ func (s *Store) ReadPartition(p uint32, after []byte, maxBytes int) (entries []P
 		if err != nil {
 			return nil, nil, false, fmt.Errorf("storage: read partition %s: %w", k, err)
 		}
-		o, err := DecodeObject(v)
+		o, err := decodeStored(v)
 		if err != nil {
-			return nil, nil, false, fmt.Errorf("storage: read partition %s: %w", k, err)
+			// Unreadable here; anti-entropy replaces it from a replica.
+			s.noteCorrupt(it.Key(), err)
+			continue
 		}
 		entries = append(entries, PartitionEntry{Key: k, Object: o})
 		next = bytes.Clone(it.Key())
@@ -82,16 +84,22 @@ func (s *Store) ReadPartition(p uint32, after []byte, maxBytes int) (entries []P
 	return entries, next, true, nil
 }
 
-// DeletePartition removes every object of partition p with one synced range
-// deletion; compactions reclaim the space later. Hints for p are kept: they
+// DeletePartition removes every object of partition p, its tree and its
+// tombstone index with one synced batch of range deletions; compactions
+// reclaim the space later. Hints for p are kept: they
 // are addressed to other nodes and delivered on their own. Callers stop
 // writes to p first: a write that races the deletion may survive it.
 func (s *Store) DeletePartition(p uint32) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	lo, hi := partitionBounds(p)
-	if err := s.db.DeleteRange(lo, hi, pebble.Sync); err != nil {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, prefix := range []byte{prefixData, prefixTree, prefixTomb} {
+		lo, hi := partitionRange(prefix, p)
+		_ = b.DeleteRange(lo, hi, nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("storage: delete partition %d: %w", p, err)
 	}
 	return nil
@@ -139,22 +147,34 @@ func (s *Store) ApplyMany(entries []PartitionEntry) error {
 	defer unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
-	merged := map[string]*Object{}
+	type pending struct {
+		cur    current
+		merged *Object
+	}
+	byKey := map[string]*pending{}
 	for _, e := range entries {
 		key := string(e.Key.encode())
-		cur, ok := merged[key]
+		pe, ok := byKey[key]
 		if !ok {
-			var err error
-			if cur, err = s.get([]byte(key)); err != nil && !errors.Is(err, ErrNotFound) {
+			cur, err := s.load([]byte(key))
+			if err != nil {
 				return err
 			}
+			pe = &pending{cur: cur, merged: cur.obj}
+			byKey[key] = pe
 		}
-		merged[key] = Merge(cur, e.Object)
+		pe.merged = Merge(pe.merged, e.Object)
 	}
-	for key, o := range merged {
-		if err := b.Set([]byte(key), EncodeObject(o), nil); err != nil {
-			return fmt.Errorf("storage: apply batch: %w", err)
+	changed := 0
+	for key, pe := range byKey {
+		if pe.cur.obj != nil && bytes.Equal(appendStored(nil, pe.merged), pe.cur.raw) {
+			continue
 		}
+		s.stage(b, []byte(key), pe.cur, pe.merged)
+		changed++
+	}
+	if changed == 0 {
+		return nil
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("storage: apply batch: %w", err)

@@ -44,7 +44,7 @@ func scanAll(t testing.TB, s *Store, parts ...uint32) map[uint32][]PartitionEntr
 			if err != nil {
 				t.Fatal(err)
 			}
-			o, err := DecodeObject(it.Value())
+			o, err := decodeStored(it.Value())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,7 +211,7 @@ func TestPartitionStats(t *testing.T) {
 	for _, p := range []uint32{3, 4} {
 		var size int64
 		for _, e := range want[p] {
-			size += int64(len(e.Key.encode()) + len(EncodeObject(e.Object)))
+			size += int64(len(e.Key.encode()) + len(appendStored(nil, e.Object)))
 		}
 		n, b, err := s.PartitionStats(p)
 		if err != nil || n != len(want[p]) || b != size {

@@ -1,0 +1,427 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Hash-tree leaves, kept by the store for anti-entropy.
+//
+// Every partition has TreeLeaves leaves. A key's leaf is fixed by its hash
+// (Key.Leaf); a leaf's value is the XOR of the digests of the objects in
+// it. XOR makes an update incremental: a write XORs the old and the new
+// digest into the leaf, with no scan. The update is a Pebble merge operand
+// in the same batch as the object, so the leaves can never disagree with
+// the objects after a crash; and merges commute, so concurrent writes to
+// one leaf need no lock. A rebuild (RebuildTree) recomputes the leaves from
+// the objects at a snapshot and merges in the correction, which commutes
+// with the writes that raced it.
+//
+// Interior levels of the tree are derived from the leaves by the
+// antientropy package; the store only keeps the leaves.
+
+// TreeLeaves is the number of hash-tree leaves per partition. With 1024
+// partitions, a node holding 1,000,000 objects on every partition has about
+// 4 objects per leaf, so a single differing key costs an exchange a listing
+// of about 4 keys.
+const TreeLeaves = 1 << treeLeafBits
+
+const treeLeafBits = 8
+
+// Merger is the Pebble merge operator for tree leaves: it XORs 64-bit
+// operands. Anything that opens a quorumkv data directory with Pebble
+// directly must pass it in pebble.Options.
+var Merger = &pebble.Merger{
+	Name: "quorumkv.xor64",
+	Merge: func(_, value []byte) (pebble.ValueMerger, error) {
+		return &xorMerger{acc: fold(value)}, nil
+	},
+}
+
+// xorMerger accumulates XOR operands. It is total: Pebble runs merges in
+// compactions, where an error would stall the store.
+type xorMerger struct{ acc uint64 }
+
+func (m *xorMerger) MergeNewer(v []byte) error { m.acc ^= fold(v); return nil }
+func (m *xorMerger) MergeOlder(v []byte) error { m.acc ^= fold(v); return nil }
+func (m *xorMerger) Finish(bool) ([]byte, io.Closer, error) {
+	return binary.LittleEndian.AppendUint64(nil, m.acc), nil, nil
+}
+
+// fold reads a leaf operand. Only the store writes them, always 8 bytes; a
+// mangled one still reads as some value (which a rebuild corrects) rather
+// than an error.
+func fold(v []byte) uint64 {
+	if len(v) == 8 {
+		return binary.LittleEndian.Uint64(v)
+	}
+	return xxhash.Sum64(v)
+}
+
+// digest returns the digest of the stored bytes raw under the object key
+// key: a hash of both, never 0. Absent (nil raw) is 0.
+func digest(key, raw []byte) uint64 {
+	if raw == nil {
+		return 0
+	}
+	var d xxhash.Digest
+	d.Reset()
+	_, _ = d.Write(key)
+	_, _ = d.Write(raw)
+	if h := d.Sum64(); h != 0 {
+		return h
+	}
+	return 1
+}
+
+// Digest identifies the version a replica holds for one key: equal digests
+// mean equal objects. Hash is 0 for an absent key.
+type Digest struct {
+	Key  Key
+	Hash uint64
+	// DeletedAt is, for an object of tombstones only, the latest
+	// LastModified of its tombstones (Unix nanoseconds); 0 otherwise.
+	DeletedAt int64
+}
+
+// ObjectDigest returns the digest the store gives o stored under k.
+func ObjectDigest(k Key, o *Object) uint64 {
+	return digest(k.encode(), appendStored(nil, o))
+}
+
+// deletedAt returns when o was deleted, or 0 if it holds a live version or
+// nothing.
+func deletedAt(o *Object) int64 {
+	if o == nil || len(o.Siblings) == 0 {
+		return 0
+	}
+	var at int64
+	for _, s := range o.Siblings {
+		if !s.Tombstone {
+			return 0
+		}
+		at = max(at, s.LastModified)
+	}
+	return max(at, 1)
+}
+
+// Leaves returns partition p's tree leaves.
+func (s *Store) Leaves(p uint32) (leaves []uint64, err error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	return readLeaves(s.db, p)
+}
+
+func readLeaves(r pebble.Reader, p uint32) (leaves []uint64, err error) {
+	lo, hi := partitionRange(prefixTree, p)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("storage: tree %d: %w", p, err)
+	}
+	defer closeIter(it, &err)
+	leaves = make([]uint64, TreeLeaves)
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		leaf := int(binary.BigEndian.Uint16(k[5:]))
+		if len(k) != 7 || leaf >= TreeLeaves {
+			continue // not a key this store writes; a rebuild ignores it too
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("storage: tree %d: %w", p, err)
+		}
+		leaves[leaf] = fold(v)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("storage: tree %d: %w", p, err)
+	}
+	return leaves, nil
+}
+
+// Digests returns the digest of every object in the given leaves of
+// partition p, in key order. An object whose stored bytes fail their
+// checksum is left out: it counts as absent, so anti-entropy fetches it
+// from a peer.
+func (s *Store) Digests(p uint32, leaves []int) (out []Digest, err error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	leaves = slices.Sorted(slices.Values(leaves))
+	for _, leaf := range slices.Compact(leaves) {
+		if leaf < 0 || leaf >= TreeLeaves {
+			return nil, fmt.Errorf("storage: leaf %d out of range", leaf)
+		}
+		lo, hi := leafRange(p, leaf)
+		if out, err = s.appendDigests(out, lo, hi); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) appendDigests(out []Digest, lo, hi []byte) (_ []Digest, err error) {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("storage: digests: %w", err)
+	}
+	defer closeIter(it, &err)
+	for it.First(); it.Valid(); it.Next() {
+		k, err := decodeKey(it.Key())
+		if err != nil {
+			s.noteCorrupt(it.Key(), err)
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, fmt.Errorf("storage: digests %s: %w", k, err)
+		}
+		o, err := decodeStored(v)
+		if err != nil {
+			s.noteCorrupt(it.Key(), err)
+			continue
+		}
+		out = append(out, Digest{Key: k, Hash: digest(it.Key(), v), DeletedAt: deletedAt(o)})
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("storage: digests: %w", err)
+	}
+	return out, nil
+}
+
+// Read returns the stored objects of keys, skipping absent and corrupt
+// ones.
+func (s *Store) Read(keys []Key) ([]PartitionEntry, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	out := make([]PartitionEntry, 0, len(keys))
+	for _, k := range keys {
+		cur, err := s.load(k.encode())
+		if err != nil {
+			return nil, err
+		}
+		if cur.obj != nil {
+			out = append(out, PartitionEntry{Key: k, Object: cur.obj})
+		}
+	}
+	return out, nil
+}
+
+// RebuildTree recomputes partition p's leaves from its objects and corrects
+// the stored ones. It reads both at one snapshot and merges the difference,
+// so writes that race the rebuild keep their own updates. It returns how
+// many leaves were wrong: anything but 0 means the objects changed without
+// the tree (corruption, or bytes changed under the store).
+func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	snap := s.db.NewSnapshot()
+	defer snap.Close()
+	stored, err := readLeaves(snap, p)
+	if err != nil {
+		return 0, err
+	}
+	computed := make([]uint64, TreeLeaves)
+	lo, hi := partitionBounds(p)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
+	}
+	defer closeIter(it, &err)
+	for it.First(); it.Valid(); it.Next() {
+		if _, err := decodeKey(it.Key()); err != nil {
+			s.noteCorrupt(it.Key(), err)
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
+		}
+		if _, err := decodeStored(v); err != nil {
+			s.noteCorrupt(it.Key(), err)
+			continue
+		}
+		computed[keyLeaf(it.Key())] ^= digest(it.Key(), v)
+	}
+	if err := it.Error(); err != nil {
+		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	for leaf := range TreeLeaves {
+		if d := computed[leaf] ^ stored[leaf]; d != 0 {
+			fixed++
+			_ = b.Merge(treeKey(p, leaf), binary.LittleEndian.AppendUint64(nil, d), nil)
+		}
+	}
+	if fixed == 0 {
+		return 0, nil
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
+	}
+	return fixed, nil
+}
+
+// Tombstones returns up to limit objects of partition p that hold only
+// tombstones deleted before the given time (Unix nanoseconds): the
+// candidates for purging. Only the tombstone index is read.
+func (s *Store) Tombstones(p uint32, before int64, limit int) (out []Digest, err error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	lo, hi := partitionRange(prefixTomb, p)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("storage: tombstones %d: %w", p, err)
+	}
+	defer closeIter(it, &err)
+	for it.First(); it.Valid() && len(out) < limit; it.Next() {
+		key := bytes.Clone(it.Key())
+		key[0] = prefixData
+		k, err := decodeKey(key)
+		v := it.Value()
+		if err != nil || len(v) != 16 {
+			s.noteCorrupt(it.Key(), fmt.Errorf("%w: tombstone index entry", ErrCorrupt))
+			continue
+		}
+		at := int64(binary.BigEndian.Uint64(v))
+		if at < before {
+			out = append(out, Digest{Key: k, DeletedAt: at, Hash: binary.BigEndian.Uint64(v[8:])})
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("storage: tombstones %d: %w", p, err)
+	}
+	return out, nil
+}
+
+// Purge removes the objects named by ds, each only if it still has the
+// given digest and holds only tombstones, in one synced commit. Deciding
+// that a tombstone may go (every replica holds it, nothing that could
+// resurrect what it deleted is pending) is the caller's job. It returns
+// how many it removed.
+func (s *Store) Purge(ds []Digest) (purged int, err error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	if len(ds) == 0 {
+		return 0, nil
+	}
+	keys := make([]Key, len(ds))
+	for i, d := range ds {
+		keys[i] = d.Key
+	}
+	unlock := s.lockAll(keys)
+	defer unlock()
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, d := range ds {
+		key := d.Key.encode()
+		cur, err := s.load(key)
+		if err != nil {
+			return 0, err
+		}
+		if deletedAt(cur.obj) == 0 {
+			// Overwritten by a live version, or gone: drop a stale index
+			// entry if there is one.
+			_ = b.Delete(tombKey(key), nil)
+			continue
+		}
+		if digest(key, cur.raw) != d.Hash {
+			continue // changed since the caller looked; a later pass decides
+		}
+		s.stage(b, key, cur, nil)
+		purged++
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return 0, fmt.Errorf("storage: purge: %w", err)
+	}
+	return purged, nil
+}
+
+// current is what the store holds under one object key, read under the
+// key's lock.
+type current struct {
+	raw []byte  // the stored bytes; nil if absent or corrupt
+	obj *Object // raw decoded; nil if absent or corrupt
+}
+
+// load reads an object key for a write. Bytes that fail their checksum or
+// do not decode count as absent, so that the write (or a repair from a
+// peer) replaces them; they are logged and counted.
+func (s *Store) load(key []byte) (current, error) {
+	raw, err := s.getRaw(key)
+	if err != nil || raw == nil {
+		return current{}, err
+	}
+	o, err := decodeStored(raw)
+	if err != nil {
+		s.noteCorrupt(key, err)
+		return current{}, nil
+	}
+	return current{raw: raw, obj: o}, nil
+}
+
+// stage adds to b the replacement of cur, stored under key, by o (nil
+// removes it), with the matching tree leaf update and tombstone index
+// change. It returns the new stored bytes. The caller holds key's lock
+// until b is committed.
+func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byte {
+	var raw []byte
+	if o == nil {
+		_ = b.Delete(key, nil)
+	} else {
+		raw = appendStored(nil, o)
+		_ = b.Set(key, raw, nil)
+	}
+	if d := digest(key, cur.raw) ^ digest(key, raw); d != 0 {
+		_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), binary.LittleEndian.AppendUint64(nil, d), nil)
+	}
+	if at := deletedAt(o); at != 0 {
+		v := binary.BigEndian.AppendUint64(nil, uint64(at))
+		_ = b.Set(tombKey(key), binary.BigEndian.AppendUint64(v, digest(key, raw)), nil)
+	} else if deletedAt(cur.obj) != 0 {
+		_ = b.Delete(tombKey(key), nil)
+	}
+	return raw
+}
+
+// noteCorrupt logs and counts stored bytes that failed to decode.
+func (s *Store) noteCorrupt(key []byte, err error) {
+	s.corrupt.Add(1)
+	s.cfg.Logger.Error("corrupt object in store; anti-entropy will replace it from a replica", "key", fmt.Sprintf("%x", key), "err", err)
+}
+
+// Corrupt returns how many times the store met stored bytes that failed
+// their checksum or did not decode since it opened.
+func (s *Store) Corrupt() uint64 { return s.corrupt.Load() }
+
+// appendStored appends o's stored form: its encoding and a 32-bit checksum
+// of it, which turns bytes changed on disk into a clear error instead of a
+// different, valid-looking version.
+func appendStored(buf []byte, o *Object) []byte {
+	start := len(buf)
+	buf = AppendObject(buf, o)
+	return binary.BigEndian.AppendUint32(buf, uint32(xxhash.Sum64(buf[start:])))
+}
+
+// decodeStored is the inverse of appendStored.
+func decodeStored(v []byte) (*Object, error) {
+	if len(v) < 4 {
+		return nil, fmt.Errorf("%w: stored object of %d bytes", ErrCorrupt, len(v))
+	}
+	body, sum := v[:len(v)-4], v[len(v)-4:]
+	if binary.BigEndian.Uint32(sum) != uint32(xxhash.Sum64(body)) {
+		return nil, fmt.Errorf("%w: stored object checksum mismatch", ErrCorrupt)
+	}
+	return DecodeObject(body)
+}
