@@ -23,6 +23,7 @@ func (n *Node) adminRoutes(r chi.Router) {
 	r.Get("/v1/admin/status", n.handleClusterStatus)
 	r.Post("/v1/admin/leave", n.handleLeave)
 	r.Post("/v1/admin/remove/{node}", n.handleRemove)
+	r.Post("/v1/admin/repair", n.handleRepair)
 	if f := n.cfg.Faults; f != nil {
 		// Test seam: cut or heal this node's links (its own side only; a
 		// test cuts both sides of a link by asking both nodes).

@@ -53,6 +53,7 @@ func (n *Node) Handler() http.Handler {
 	r.Post(internalBatch, n.internal(n.handleInternalBatch))
 	r.Post(internalHolds, n.internal(n.handleInternalHolds))
 	r.Post(internalStream, n.internal(n.handleInternalStream))
+	r.Post(internalAAE+"{op}", n.internal(n.handleInternalAntiEntropy))
 	n.adminRoutes(r)
 	return r
 }
@@ -88,6 +89,8 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 func (n *Node) instrument(op string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		n.inflight.Add(1)
+		defer n.inflight.Add(-1)
 		sw := &statusWriter{ResponseWriter: w}
 		h(sw, r)
 		status := strconv.Itoa(sw.status)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/quorumkv/quorumkv/antientropy"
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/server/faultnet"
 	"github.com/quorumkv/quorumkv/storage"
@@ -51,6 +52,17 @@ type Config struct {
 	SiblingLimit int
 	// Handoff configures hint delivery and partition transfers.
 	Handoff HandoffConfig
+	// AntiEntropy configures background exchanges, tree rebuilds and
+	// tombstone purging. Zero fields take antientropy.DefaultConfig's
+	// defaults. Its TombstoneGrace must exceed Handoff.Hints.MaxSlowAge.
+	AntiEntropy antientropy.Config
+	// PauseAntiEntropy stops scheduled anti-entropy (POST /v1/admin/repair
+	// still runs it). For tests that must see other repair paths alone.
+	PauseAntiEntropy bool
+	// BusyRequests is the number of client requests in flight above which
+	// background repair (anti-entropy) waits before its next exchange.
+	// Default 32.
+	BusyRequests int
 	// Dial, if set, opens node-to-node connections (tests inject faults
 	// here). Default: a net.Dialer with a 2s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -130,6 +142,9 @@ type HandoffConfig struct {
 	// PauseHints stops hint delivery (hints are still stored). For tests
 	// that must see read repair or anti-entropy work alone.
 	PauseHints bool
+	// PauseTransfers stops partition pulls and drops. For tests that must
+	// see anti-entropy refill a replica alone.
+	PauseTransfers bool
 }
 
 // DefaultConfig returns the defaults.
@@ -153,6 +168,8 @@ func DefaultConfig() Config {
 		MaxBody:        1 << 20,
 		SiblingWarn:    25,
 		SiblingLimit:   100,
+		BusyRequests:   32,
+		AntiEntropy:    antientropy.DefaultConfig(),
 		Handoff: HandoffConfig{
 			Interval:      time.Second,
 			HintRate:      2000,
@@ -177,6 +194,10 @@ func (c *Config) FastTiming() {
 	c.Gossip.TCPTimeout = time.Second
 	c.Gossip.JoinRetryMax = 200 * time.Millisecond
 	c.Handoff.Interval = 50 * time.Millisecond
+	c.AntiEntropy.Interval = 200 * time.Millisecond
+	c.AntiEntropy.ExchangeRate = 1000
+	c.AntiEntropy.CallTimeout = 2 * time.Second
+	c.AntiEntropy.BusyWait = 100 * time.Millisecond
 }
 
 func orDefault[T comparable](v *T, def T) {
@@ -200,6 +221,9 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.MaxBody, d.MaxBody)
 	orDefault(&c.SiblingWarn, d.SiblingWarn)
 	orDefault(&c.SiblingLimit, d.SiblingLimit)
+	orDefault(&c.BusyRequests, d.BusyRequests)
+	orDefault(&c.AntiEntropy.TombstoneGrace, d.AntiEntropy.TombstoneGrace)
+	orDefault(&c.Handoff.Hints.MaxSlowAge, storage.DefaultHintConfig().MaxSlowAge)
 	orDefault(&c.Logger, d.Logger)
 	g, dg := &c.Gossip, d.Gossip
 	orDefault(&g.ProbeInterval, dg.ProbeInterval)
@@ -250,6 +274,9 @@ func (c Config) Validate() error {
 	}
 	if c.SiblingWarn < 1 || c.SiblingLimit < c.SiblingWarn {
 		errs = append(errs, fmt.Errorf("sibling warning %d must be positive and at most the limit %d", c.SiblingWarn, c.SiblingLimit))
+	}
+	if g, age := c.AntiEntropy.TombstoneGrace, c.Handoff.Hints.MaxSlowAge; g <= age {
+		errs = append(errs, fmt.Errorf("tombstone grace %v must exceed the longest a hint is kept (%v), or a late hint could bring deleted data back", g, age))
 	}
 	if c.Handoff.HintRate < 1 || c.Handoff.TransferRate < 1 || c.Handoff.HintBatch < 1 || c.Handoff.TransferBatch < 1 {
 		errs = append(errs, errors.New("handoff rates and batch sizes must be positive"))

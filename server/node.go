@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/quorumkv/quorumkv/antientropy"
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
 )
@@ -35,6 +36,8 @@ type Node struct {
 	metrics   *metrics
 	log       *slog.Logger
 	ready     atomic.Bool
+	aae       *antientropy.Runner
+	inflight  atomic.Int64 // client requests being served
 
 	// bg is the parent of work that outlives a request (straggler writes,
 	// read repair, hint delivery, transfers); Close cancels it and waits
@@ -126,6 +129,12 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 	if n.transport == nil {
 		n.transport = NewHTTPTransport(n.addr, params, dial)
 	}
+	aaeCfg := cfg.AntiEntropy
+	aaeCfg.Logger = n.log
+	n.aae = antientropy.New(aaeCfg, aaeCluster{n}, aaeStore{Store: store, n: n})
+	if err := n.aae.Register(n.metrics.reg); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -168,6 +177,9 @@ func (n *Node) start() error {
 	}
 	n.goBackground(n.hintLoop)
 	n.goBackground(n.transferLoop)
+	if !n.cfg.PauseAntiEntropy {
+		n.goBackground(func() { n.aae.Run(n.bg) })
+	}
 	n.ready.Store(true)
 	return nil
 }
@@ -176,7 +188,7 @@ func (n *Node) start() error {
 func (n *Node) LeaveDone() <-chan struct{} { return n.leaveDone }
 
 // Close stops gossip and background work (straggler writes, read repairs,
-// hint delivery, transfers) and waits for it. It does not close the store.
+// hint delivery, transfers, anti-entropy) and waits for it. It does not close the store.
 func (n *Node) Close(ctx context.Context) {
 	n.ready.Store(false)
 	n.gossip.stop(ctx)

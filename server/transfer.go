@@ -32,7 +32,9 @@ func (n *Node) transferLoop() {
 	tick := time.NewTicker(n.cfg.Handoff.Interval)
 	defer tick.Stop()
 	for {
-		n.transferPass(lim)
+		if !n.cfg.Handoff.PauseTransfers {
+			n.transferPass(lim)
+		}
 		select {
 		case <-n.bg.Done():
 			return

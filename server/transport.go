@@ -34,6 +34,9 @@ type Transport interface {
 	Hint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error
 	// Stream reads a batch of partition p from node, after the cursor.
 	Stream(ctx context.Context, node string, p uint32, after []byte, maxBytes int) (batch StreamBatch, err error)
+	// AntiEntropy sends an anti-entropy protocol request (see package
+	// antientropy) to node and returns the response body.
+	AntiEntropy(ctx context.Context, node, op string, body []byte) ([]byte, error)
 }
 
 // StreamBatch is one batch of a partition transfer.
@@ -51,6 +54,7 @@ const (
 	internalBatch  = "/internal/v1/apply-batch"
 	internalHolds  = "/internal/v1/holds"
 	internalStream = "/internal/v1/stream"
+	internalAAE    = "/internal/v1/aae/" // + operation
 	// clusterHeader carries the sender's cluster parameters; a node
 	// configured differently refuses the call.
 	clusterHeader = "X-Quorumkv-Cluster"
@@ -174,6 +178,23 @@ func (t *HTTPTransport) Holds(ctx context.Context, node string, p uint32) (bool,
 		return false, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
 	}
 	return string(body) == "1", nil
+}
+
+// AntiEntropy implements Transport.
+func (t *HTTPTransport) AntiEntropy(ctx context.Context, node, op string, body []byte) ([]byte, error) {
+	resp, err := t.call(ctx, node, internalAAE+op, body)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(out))
+	}
+	return out, nil
 }
 
 // Hint implements Transport.

@@ -1,0 +1,417 @@
+package antientropy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/quorumkv/quorumkv/storage"
+)
+
+// The exchange protocol between nodes: one request and one response per
+// Replica method, in a compact binary form (uvarints, 64-bit hashes little
+// endian, objects in storage's encoding). The server carries them on its
+// internal API; Serve answers them, Remote sends them.
+
+// Operation names, one per Replica method.
+const (
+	OpRoots   = "roots"
+	OpHashes  = "hashes"
+	OpDigests = "digests"
+	OpRead    = "read"
+	OpApply   = "apply"
+	OpConfirm = "confirm"
+	OpPending = "pending"
+)
+
+// Errors.
+var (
+	// ErrBadRequest is a protocol message that does not decode.
+	ErrBadRequest = errors.New("antientropy: bad request")
+	// ErrNotReplica refuses an exchange of a partition this node does not
+	// keep.
+	ErrNotReplica = errors.New("antientropy: not a replica")
+)
+
+// Call sends one protocol request to a peer and returns its response body.
+// It must honour ctx's deadline.
+type Call func(ctx context.Context, op string, body []byte) ([]byte, error)
+
+// Remote is the Replica of a peer, reached through call.
+type Remote struct{ call Call }
+
+var _ Replica = Remote{}
+
+// NewRemote returns the Replica reached through call.
+func NewRemote(call Call) Remote { return Remote{call: call} }
+
+func (r Remote) do(ctx context.Context, op string, req []byte) (*reader, error) {
+	resp, err := r.call(ctx, op, req)
+	if err != nil {
+		return nil, err
+	}
+	return &reader{b: resp}, nil
+}
+
+// Roots implements Replica.
+func (r Remote) Roots(ctx context.Context, parts []uint32) ([]uint64, error) {
+	rd, err := r.do(ctx, OpRoots, appendParts(nil, parts))
+	if err != nil {
+		return nil, err
+	}
+	return rd.hashesOf(len(parts))
+}
+
+// Hashes implements Replica.
+func (r Remote) Hashes(ctx context.Context, p uint32, level int, idx []int) ([]uint64, error) {
+	b := binary.AppendUvarint(nil, uint64(p))
+	b = binary.AppendUvarint(b, uint64(level))
+	rd, err := r.do(ctx, OpHashes, appendInts(b, idx))
+	if err != nil {
+		return nil, err
+	}
+	return rd.hashesOf(len(idx))
+}
+
+// Digests implements Replica.
+func (r Remote) Digests(ctx context.Context, p uint32, leaves []int) ([]storage.Digest, error) {
+	rd, err := r.do(ctx, OpDigests, appendInts(binary.AppendUvarint(nil, uint64(p)), leaves))
+	if err != nil {
+		return nil, err
+	}
+	ds := rd.digests(p)
+	return ds, rd.end()
+}
+
+// Read implements Replica.
+func (r Remote) Read(ctx context.Context, p uint32, keys []storage.Key) ([]storage.PartitionEntry, error) {
+	b := binary.AppendUvarint(nil, uint64(p))
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendKey(b, k)
+	}
+	rd, err := r.do(ctx, OpRead, b)
+	if err != nil {
+		return nil, err
+	}
+	es := rd.entries(p)
+	return es, rd.end()
+}
+
+// Apply implements Replica.
+func (r Remote) Apply(ctx context.Context, p uint32, entries []storage.PartitionEntry) error {
+	_, err := r.do(ctx, OpApply, appendEntries(binary.AppendUvarint(nil, uint64(p)), entries))
+	return err
+}
+
+// Confirm implements Replica.
+func (r Remote) Confirm(ctx context.Context, p uint32, ds []storage.Digest) ([]bool, error) {
+	rd, err := r.do(ctx, OpConfirm, appendDigests(binary.AppendUvarint(nil, uint64(p)), ds))
+	if err != nil {
+		return nil, err
+	}
+	return rd.boolsOf(len(ds))
+}
+
+// Pending implements Replica.
+func (r Remote) Pending(ctx context.Context, parts []uint32) ([]bool, error) {
+	rd, err := r.do(ctx, OpPending, appendParts(nil, parts))
+	if err != nil {
+		return nil, err
+	}
+	return rd.boolsOf(len(parts))
+}
+
+// Serve answers one protocol request from the local replica. Errors wrap
+// ErrBadRequest for a message that does not decode, ErrNotReplica for a
+// partition this node does not keep, or come from the store.
+func Serve(ctx context.Context, local Replica, op string, body []byte) ([]byte, error) {
+	rd := &reader{b: body}
+	switch op {
+	case OpRoots, OpPending:
+		parts := rd.parts()
+		if err := rd.end(); err != nil {
+			return nil, err
+		}
+		if op == OpPending {
+			bs, err := local.Pending(ctx, parts)
+			return appendBools(nil, bs), err
+		}
+		hs, err := local.Roots(ctx, parts)
+		return appendHashes(nil, hs), err
+	case OpHashes:
+		p, level, idx := rd.partition(), rd.int(), rd.ints()
+		if err := rd.end(); err != nil {
+			return nil, err
+		}
+		hs, err := local.Hashes(ctx, p, level, idx)
+		return appendHashes(nil, hs), err
+	case OpDigests:
+		p, leaves := rd.partition(), rd.ints()
+		if err := rd.end(); err != nil {
+			return nil, err
+		}
+		ds, err := local.Digests(ctx, p, leaves)
+		return appendDigests(nil, ds), err
+	case OpRead:
+		p := rd.partition()
+		keys := make([]storage.Key, rd.count())
+		for i := range keys {
+			keys[i] = rd.key(p)
+		}
+		if err := rd.end(); err != nil {
+			return nil, err
+		}
+		es, err := local.Read(ctx, p, keys)
+		return appendEntries(nil, es), err
+	case OpApply:
+		p := rd.partition()
+		es := rd.entries(p)
+		if err := rd.end(); err != nil {
+			return nil, err
+		}
+		return nil, local.Apply(ctx, p, es)
+	case OpConfirm:
+		p := rd.partition()
+		ds := rd.digests(p)
+		if err := rd.end(); err != nil {
+			return nil, err
+		}
+		bs, err := local.Confirm(ctx, p, ds)
+		return appendBools(nil, bs), err
+	}
+	return nil, fmt.Errorf("%w: unknown operation %q", ErrBadRequest, op)
+}
+
+// Encoding.
+
+func appendParts(b []byte, parts []uint32) []byte {
+	b = binary.AppendUvarint(b, uint64(len(parts)))
+	for _, p := range parts {
+		b = binary.AppendUvarint(b, uint64(p))
+	}
+	return b
+}
+
+func appendInts(b []byte, xs []int) []byte {
+	b = binary.AppendUvarint(b, uint64(len(xs)))
+	for _, x := range xs {
+		b = binary.AppendUvarint(b, uint64(x))
+	}
+	return b
+}
+
+func appendHashes(b []byte, hs []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(hs)))
+	for _, h := range hs {
+		b = binary.LittleEndian.AppendUint64(b, h)
+	}
+	return b
+}
+
+func appendBools(b []byte, bs []bool) []byte {
+	b = binary.AppendUvarint(b, uint64(len(bs)))
+	for _, x := range bs {
+		if x {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
+	return b
+}
+
+func appendKey(b []byte, k storage.Key) []byte {
+	b = binary.AppendUvarint(b, uint64(len(k.Bucket)))
+	b = append(b, k.Bucket...)
+	b = binary.AppendUvarint(b, uint64(len(k.Key)))
+	return append(b, k.Key...)
+}
+
+func appendDigests(b []byte, ds []storage.Digest) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ds)))
+	for _, d := range ds {
+		b = appendKey(b, d.Key)
+		b = binary.LittleEndian.AppendUint64(b, d.Hash)
+		b = binary.AppendVarint(b, d.DeletedAt)
+	}
+	return b
+}
+
+func appendEntries(b []byte, es []storage.PartitionEntry) []byte {
+	b = binary.AppendUvarint(b, uint64(len(es)))
+	for _, e := range es {
+		b = appendKey(b, e.Key)
+		obj := storage.EncodeObject(e.Object)
+		b = binary.AppendUvarint(b, uint64(len(obj)))
+		b = append(b, obj...)
+	}
+	return b
+}
+
+// Decoding. A reader keeps the first error; every count is bounded by the
+// bytes left, so garbage cannot make it allocate without bound.
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf("%w: "+format, append([]any{ErrBadRequest}, args...)...)
+	}
+}
+
+func (r *reader) uvarint(what string, limit uint64) uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("truncated %s", what)
+		return 0
+	}
+	r.b = r.b[n:]
+	if v > limit {
+		r.fail("%s %d exceeds %d", what, v, limit)
+		return 0
+	}
+	return v
+}
+
+// count reads an element count: each element takes at least one byte.
+func (r *reader) count() int { return int(r.uvarint("count", uint64(len(r.b)))) }
+
+func (r *reader) int() int          { return int(r.uvarint("index", math.MaxInt32)) }
+func (r *reader) partition() uint32 { return uint32(r.uvarint("partition", math.MaxUint32)) }
+func (r *reader) bytes(what string) []byte {
+	n := r.uvarint(what+" length", uint64(len(r.b)))
+	if r.err != nil {
+		return nil
+	}
+	b := r.b[:n:n]
+	r.b = r.b[n:]
+	return b
+}
+
+func (r *reader) u64() uint64 {
+	if r.err == nil && len(r.b) < 8 {
+		r.fail("truncated hash")
+	}
+	if r.err != nil {
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) parts() []uint32 {
+	out := make([]uint32, r.count())
+	for i := range out {
+		out[i] = r.partition()
+	}
+	return out
+}
+
+func (r *reader) ints() []int {
+	out := make([]int, r.count())
+	for i := range out {
+		out[i] = r.int()
+	}
+	return out
+}
+
+func (r *reader) key(p uint32) storage.Key {
+	bucket := r.bytes("bucket")
+	if len(bucket) > 255 {
+		r.fail("bucket of %d bytes", len(bucket)) // storage length-prefixes it in one byte
+	}
+	key := r.bytes("key")
+	return storage.Key{Partition: p, Bucket: string(bucket), Key: string(key)}
+}
+
+func (r *reader) digests(p uint32) []storage.Digest {
+	out := make([]storage.Digest, r.count())
+	for i := range out {
+		out[i].Key = r.key(p)
+		out[i].Hash = r.u64()
+		if r.err == nil {
+			v, n := binary.Varint(r.b)
+			if n <= 0 {
+				r.fail("truncated deletion time")
+			} else {
+				out[i].DeletedAt = v
+				r.b = r.b[n:]
+			}
+		}
+	}
+	return out
+}
+
+func (r *reader) entries(p uint32) []storage.PartitionEntry {
+	out := make([]storage.PartitionEntry, r.count())
+	for i := range out {
+		out[i].Key = r.key(p)
+		enc := r.bytes("object")
+		if r.err != nil {
+			break
+		}
+		o, err := storage.DecodeObject(enc)
+		if err != nil {
+			r.fail("object of %s: %v", out[i].Key, err)
+			break
+		}
+		out[i].Object = o
+	}
+	return out
+}
+
+func (r *reader) hashesOf(n int) ([]uint64, error) {
+	if got := r.count(); r.err == nil && got != n {
+		r.fail("%d hashes for %d requested", got, n)
+	}
+	out := make([]uint64, 0, n)
+	for r.err == nil && len(out) < n {
+		out = append(out, r.u64())
+	}
+	return out, r.end()
+}
+
+func (r *reader) boolsOf(n int) ([]bool, error) {
+	if got := r.count(); r.err == nil && got != n {
+		r.fail("%d answers for %d requested", got, n)
+	}
+	out := make([]bool, 0, n)
+	for r.err == nil && len(out) < n {
+		b := r.bytes1()
+		out = append(out, b == 1)
+	}
+	return out, r.end()
+}
+
+func (r *reader) bytes1() byte {
+	if r.err == nil && len(r.b) == 0 {
+		r.fail("truncated")
+	}
+	if r.err != nil {
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	if v > 1 {
+		r.fail("bad boolean %d", v)
+	}
+	return v
+}
+
+// end returns the first error, or an error for trailing bytes.
+func (r *reader) end() error {
+	if r.err == nil && len(r.b) != 0 {
+		r.fail("%d trailing bytes", len(r.b))
+	}
+	return r.err
+}
