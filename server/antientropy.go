@@ -100,9 +100,9 @@ func (c aaeCluster) Members() []string {
 	return out
 }
 
-func (c aaeCluster) Alive(node string) bool  { return c.n.alive(node) }
-func (c aaeCluster) Settled(p uint32) bool    { return settled(c.n.placement(), int(p)) }
-func (c aaeCluster) Busy() bool               { return c.n.inflight.Load() > int64(c.n.cfg.BusyRequests) }
+func (c aaeCluster) Alive(node string) bool { return c.n.alive(node) }
+func (c aaeCluster) Settled(p uint32) bool  { return settled(c.n.placement(), int(p)) }
+func (c aaeCluster) Busy() bool             { return c.n.inflight.Load() > int64(c.n.cfg.BusyRequests) }
 func (c aaeCluster) Call(ctx context.Context, node, op string, body []byte) ([]byte, error) {
 	return c.n.transport.AntiEntropy(ctx, node, op, body)
 }
