@@ -61,6 +61,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Hints bounds the hinted handoff store. Zero fields take defaults.
 	Hints HintConfig
+	// DisableTree stops maintaining the hash-tree leaves on writes. Only
+	// for benchmarks that measure what the tree costs the write path:
+	// anti-entropy over such a store sees wrong trees until RebuildTree.
+	DisableTree bool
 }
 
 // DefaultConfig returns the defaults for the optional fields.

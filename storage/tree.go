@@ -383,7 +383,7 @@ func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byt
 		raw = appendStored(nil, o)
 		_ = b.Set(key, raw, nil)
 	}
-	if d := digest(key, cur.raw) ^ digest(key, raw); d != 0 {
+	if d := digest(key, cur.raw) ^ digest(key, raw); d != 0 && !s.cfg.DisableTree {
 		_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), binary.LittleEndian.AppendUint64(nil, d), nil)
 	}
 	if at := deletedAt(o); at != 0 {
