@@ -47,6 +47,8 @@ type Store interface {
 	Digests(p uint32, leaves []int) ([]storage.Digest, error)
 	Read(keys []storage.Key) ([]storage.PartitionEntry, error)
 	RebuildTree(p uint32) (fixed int, err error)
+	TreeStale() bool
+	MarkTreeFresh() error
 	Tombstones(p uint32, before int64, limit int) ([]storage.Digest, error)
 	Purge(ds []storage.Digest) (int, error)
 }

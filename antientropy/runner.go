@@ -143,6 +143,7 @@ type Runner struct {
 
 	mu    sync.Mutex
 	locks map[uint32]*sync.Mutex // one exchange, rebuild or purge per partition at a time
+	stale map[uint32]bool        // not rebuilt yet since the store opened with stale trees
 	rng   *rand.Rand
 
 	rounds    atomic.Uint64
@@ -162,6 +163,7 @@ func New(cfg Config, cluster Cluster, store Store) *Runner {
 		exchanges: rate.NewLimiter(rate.Limit(cfg.ExchangeRate), max(1, int(cfg.ExchangeRate))),
 		bytes:     rate.NewLimiter(rate.Limit(cfg.ByteRate), max(1, int(cfg.ByteRate))),
 		locks:     map[uint32]*sync.Mutex{},
+		stale:     map[uint32]bool{},
 		rng:       rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
 }
@@ -169,11 +171,22 @@ func New(cfg Config, cluster Cluster, store Store) *Runner {
 // Local returns the Replica that answers peers' protocol requests.
 func (r *Runner) Local() Local { return r.local }
 
-// Run runs rounds, rebuilds and purges until ctx ends.
+// Run runs rounds, rebuilds and purges until ctx ends. If the store's
+// trees may be stale, every partition is rebuilt first, one at a time,
+// while the others keep exchanging.
 func (r *Runner) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Go(func() { r.rebuildLoop(ctx) })
 	defer wg.Wait()
+	if r.store.TreeStale() {
+		parts := r.cluster.Partitions()
+		r.mu.Lock()
+		for _, p := range parts {
+			r.stale[p] = true
+		}
+		r.mu.Unlock()
+		wg.Go(func() { r.rebuildStale(ctx, parts) })
+	}
+	wg.Go(func() { r.rebuildLoop(ctx) })
 	t := time.NewTimer(r.jitter(r.cfg.Interval) / 2)
 	defer t.Stop()
 	for {
@@ -307,8 +320,9 @@ func (r *Runner) compare(ctx context.Context, node string, peer Replica, parts [
 }
 
 func (r *Runner) exchangeIfDiffers(ctx context.Context, node string, peer Replica, p uint32, mine, theirs uint64) Result {
-	if mine == NoRoot || theirs == NoRoot {
-		// One of us no longer keeps p: the views differ for a moment.
+	if mine == NoRoot || theirs == NoRoot || r.isStale(p) {
+		// One of us no longer keeps p (the views differ for a moment), or
+		// this node's tree of p awaits its startup rebuild.
 		return Result{}
 	}
 	r.stats.exchanges.Add(1)
@@ -418,6 +432,37 @@ func (r *Runner) Rebuild(p uint32) (int, error) {
 		r.log.Warn("tree rebuild found leaves that disagreed with the data: data changed without the write path (corruption?); exchanges will repair it", "partition", p, "leaves", fixed)
 	}
 	return fixed, nil
+}
+
+// rebuildStale rebuilds parts, and then marks the store's trees fresh.
+func (r *Runner) rebuildStale(ctx context.Context, parts []uint32) {
+	r.log.Info("rebuilding every partition's tree: the store may hold stale trees", "partitions", len(parts))
+	for _, p := range parts {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := r.Rebuild(p); err != nil {
+			r.log.Warn("tree rebuild failed; exchanges of the partition wait for the next start", "partition", p, "err", err)
+			continue
+		}
+		r.mu.Lock()
+		delete(r.stale, p)
+		r.mu.Unlock()
+	}
+	r.mu.Lock()
+	left := len(r.stale)
+	r.mu.Unlock()
+	if left == 0 {
+		if err := r.store.MarkTreeFresh(); err != nil {
+			r.log.Warn("marking trees fresh failed", "err", err)
+		}
+	}
+}
+
+func (r *Runner) isStale(p uint32) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stale[p]
 }
 
 // rebuildLoop rebuilds one partition at a time, spreading a full pass over

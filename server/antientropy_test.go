@@ -507,3 +507,42 @@ func TestRepairRacingClientWritesLosesNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestStaleTreesRebuiltAtStartup(t *testing.T) {
+	c := newAAECluster(t, true, nil)
+	keys := c.seed("b", 300)
+
+	// n2's store is opened without tree maintenance (as a benchmark would)
+	// and changed: its trees no longer match its data.
+	c.stop("n2")
+	s, err := storage.Open(storage.Config{Dir: c.dirs["n2"], NodeID: "n2", Logger: quietLogger(), DisableTree: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys[:5] {
+		if _, err := s.Apply(k, version("offline", uint64(time.Now().UnixNano()), `"offline"`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.start("n2")
+	if !c.store("n2").TreeStale() && c.runner("n2").Stats().Rebuilds == 0 {
+		t.Fatal("n2 opened a store written without trees, and neither marks them stale nor rebuilt them")
+	}
+	eventually(t, "n2 rebuilds its trees", func() bool { return !c.store("n2").TreeStale() })
+	want := merged(c.objects(keys), len(keys))
+	eventually(t, "the offline writes spread", func() bool {
+		for _, id := range c.running() {
+			for _, k := range keys[:5] {
+				o, err := c.store(id).Get(k)
+				if err != nil || len(o.Siblings) != 2 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	c.checkConverged(keys, want)
+}

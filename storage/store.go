@@ -118,8 +118,9 @@ type Store struct {
 	leaseMu   sync.Mutex
 	leaseTill atomic.Uint64 // counters up to here are reserved on disk
 
-	hints   hintCounters
-	corrupt atomic.Uint64
+	hints     hintCounters
+	corrupt   atomic.Uint64
+	treeStale atomic.Bool
 
 	closed atomic.Bool
 }
@@ -153,6 +154,10 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if err := s.countHints(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := s.loadTreeState(); err != nil {
 		db.Close()
 		return nil, err
 	}

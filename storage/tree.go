@@ -3,6 +3,7 @@ package storage
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -109,6 +110,47 @@ func deletedAt(o *Object) int64 {
 		at = max(at, s.LastModified)
 	}
 	return max(at, 1)
+}
+
+// The "tree" metadata records whether the leaves may disagree with the
+// data everywhere: a store opened with DisableTree marks them stale, and
+// only MarkTreeFresh, after every partition was rebuilt, clears the mark.
+// Crashes never make leaves stale: they change in the objects' batches.
+const (
+	treeMeta  = "tree"
+	treeStale = "stale"
+	treeFresh = "fresh"
+)
+
+func (s *Store) loadTreeState() error {
+	if s.cfg.DisableTree {
+		s.treeStale.Store(true)
+		return s.SetMeta(treeMeta, []byte(treeStale))
+	}
+	v, err := s.getMeta(treeMeta)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	s.treeStale.Store(string(v) == treeStale)
+	return nil
+}
+
+// TreeStale reports whether the tree leaves may disagree with the data (the
+// store was opened with DisableTree since the last MarkTreeFresh): every
+// partition must be rebuilt before its tree is compared.
+func (s *Store) TreeStale() bool { return s.treeStale.Load() }
+
+// MarkTreeFresh records that every partition's tree was rebuilt since the
+// store was last opened with DisableTree.
+func (s *Store) MarkTreeFresh() error {
+	if s.cfg.DisableTree {
+		return errors.New("storage: the tree is disabled")
+	}
+	if err := s.SetMeta(treeMeta, []byte(treeFresh)); err != nil {
+		return err
+	}
+	s.treeStale.Store(false)
+	return nil
 }
 
 // Leaves returns partition p's tree leaves.
