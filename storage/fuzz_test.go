@@ -1,7 +1,12 @@
 package storage
 
 import (
+	"bytes"
+	"encoding/binary"
+	"errors"
 	"testing"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 func FuzzDecodeObject(f *testing.F) {
@@ -71,6 +76,52 @@ func FuzzDecodeHintValue(f *testing.F) {
 		}
 		if kind2 != kind || !stored2.Equal(stored) || !equalObjects(o2, o) {
 			t.Fatalf("round trip changed the hint")
+		}
+	})
+}
+
+func FuzzDecodeStored(f *testing.F) {
+	f.Add(appendStored(nil, &Object{}))
+	f.Add(appendStored(nil, version(Dot{"a.1", 2}, Dot{"b.1", 5})))
+	f.Add(appendStored(nil, &Object{
+		Context:  Context{VV: []Entry{{"a.1", 3}}},
+		Siblings: []Sibling{{Dot: Dot{"a.1", 3}, Tombstone: true, LastModified: -7}},
+	}))
+	f.Add([]byte{0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// b as stored bytes, and b as the encoding under a valid checksum,
+		// so the fuzzer also reaches the decoder behind the checksum.
+		summed := binary.BigEndian.AppendUint32(bytes.Clone(b), uint32(xxhash.Sum64(b)))
+		for _, v := range [][]byte{b, summed} {
+			o, err := decodeStored(v)
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("error %v does not wrap ErrCorrupt", err)
+				}
+				continue
+			}
+			// A decoded object stores in a form that decodes to itself.
+			enc := appendStored(nil, o)
+			o2, err := decodeStored(enc)
+			if err != nil {
+				t.Fatalf("re-decode: %v", err)
+			}
+			if !bytes.Equal(appendStored(nil, o2), enc) {
+				t.Fatalf("stored form does not round-trip")
+			}
+			if !bytes.Equal(enc[:len(enc)-4], EncodeObject(o)) {
+				t.Fatalf("stored form is not the encoding plus a checksum")
+			}
+			// appendStored checksums only what it appends.
+			if o3, err := decodeStored(appendStored([]byte("prefix"), o)[len("prefix"):]); err != nil || !equalObjects(o3, o) {
+				t.Fatalf("appendStored after a prefix: %v", err)
+			}
+			// A changed checksum never decodes.
+			bad := bytes.Clone(enc)
+			bad[len(bad)-1-len(b)%4] ^= 1 << (len(b) % 8)
+			if _, err := decodeStored(bad); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("checksum changed, decode: %v", err)
+			}
 		}
 	})
 }
