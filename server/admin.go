@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/quorumkv/quorumkv/antientropy"
 	"github.com/quorumkv/quorumkv/ring"
 )
 
@@ -42,13 +43,24 @@ func (n *Node) adminRoutes(r chi.Router) {
 
 // NodeStatus is one node's own account of its background work.
 type NodeStatus struct {
-	Node         string         `json:"node"`
-	State        string         `json:"state"`
-	PendingHints int64          `json:"pending_hints"` // durable + slow
-	HintsByOwner map[string]int `json:"hints_by_owner"`
-	Transfers    int            `json:"transfers"` // partitions still to receive
-	Holds        int            `json:"holds"`     // partitions held completely
-	RingVersion  string         `json:"ring_version"`
+	Node         string            `json:"node"`
+	State        string            `json:"state"`
+	PendingHints int64             `json:"pending_hints"` // durable + slow
+	HintsByOwner map[string]int    `json:"hints_by_owner"`
+	Transfers    int               `json:"transfers"` // partitions still to receive
+	Holds        int               `json:"holds"`     // partitions held completely
+	RingVersion  string            `json:"ring_version"`
+	AntiEntropy  AntiEntropyStatus `json:"anti_entropy"`
+}
+
+// AntiEntropyStatus is a node's anti-entropy progress: when it last
+// completed a scheduled round, and its totals since it started.
+type AntiEntropyStatus struct {
+	// LastRound is when the node last completed a scheduled round in which
+	// every partition it keeps was compared with a peer without error; nil
+	// if never since it started. POST /v1/admin/repair does not count.
+	LastRound *time.Time `json:"last_round"`
+	antientropy.Stats
 }
 
 func (n *Node) nodeStatus() (NodeStatus, error) {
@@ -59,6 +71,11 @@ func (n *Node) nodeStatus() (NodeStatus, error) {
 		return NodeStatus{}, err
 	}
 	st := n.store.HintStats()
+	aae := AntiEntropyStatus{Stats: n.aae.Stats()}
+	if t := n.aae.LastRound(); !t.IsZero() {
+		t = t.UTC()
+		aae.LastRound = &t
+	}
 	return NodeStatus{
 		Node:         n.cfg.NodeID,
 		State:        self.State.String(),
@@ -67,6 +84,7 @@ func (n *Node) nodeStatus() (NodeStatus, error) {
 		Transfers:    len(pl.Pulls(n.cfg.NodeID)),
 		Holds:        pl.Holdings()[n.cfg.NodeID].Parts.Count(),
 		RingVersion:  pl.Version(),
+		AntiEntropy:  aae,
 	}, nil
 }
 
@@ -89,7 +107,10 @@ type MemberStatus struct {
 	PendingHints *int64  `json:"pending_hints"`
 	Transfers    int     `json:"transfers"`
 	RingVersion  string  `json:"ring_version,omitempty"` // as the node itself reports it
-	Error        string  `json:"error,omitempty"`
+	// LastRound is when the node last completed a scheduled anti-entropy
+	// round, as it reports itself; absent if never, or if it was not asked.
+	LastRound *time.Time `json:"last_repair_round,omitempty"`
+	Error     string     `json:"error,omitempty"`
 }
 
 // ClusterStatus is this node's view of every member, with each live
@@ -98,13 +119,14 @@ type ClusterStatus struct {
 	Node        string         `json:"node"`
 	RingVersion string         `json:"ring_version"`
 	Settled     bool           `json:"settled"`
+	Partitions  int            `json:"partitions"`
 	Members     []MemberStatus `json:"members"`
 }
 
 func (n *Node) handleClusterStatus(w http.ResponseWriter, r *http.Request) {
 	pl := n.placement()
 	own := pl.Target().Ownership()
-	out := ClusterStatus{Node: n.cfg.NodeID, RingVersion: pl.Version(), Settled: pl.Settled()}
+	out := ClusterStatus{Node: n.cfg.NodeID, RingVersion: pl.Version(), Settled: pl.Settled(), Partitions: n.cfg.Ring.Partitions}
 	members := pl.Membership().All()
 	out.Members = make([]MemberStatus, len(members))
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
@@ -125,6 +147,7 @@ func (n *Node) handleClusterStatus(w http.ResponseWriter, r *http.Request) {
 			}
 			out.Members[i].PendingHints = &st.PendingHints
 			out.Members[i].RingVersion = st.RingVersion
+			out.Members[i].LastRound = st.AntiEntropy.LastRound
 		})
 	}
 	wg.Wait()
@@ -148,6 +171,14 @@ func (n *Node) peerStatus(ctx context.Context, node string) (NodeStatus, error) 
 		return NodeStatus{}, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		// Not a status: zero counts would pass for real ones.
+		var e errorBody
+		if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&e) == nil && e.Message != "" {
+			return NodeStatus{}, fmt.Errorf("%s answered %d %s: %s", node, resp.StatusCode, e.Error, e.Message)
+		}
+		return NodeStatus{}, fmt.Errorf("%s answered %s", node, resp.Status)
+	}
 	var st NodeStatus
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
 		return NodeStatus{}, err

@@ -38,7 +38,8 @@ func newClusterCmd(a *app) *cobra.Command {
 Membership changes only by an explicit join (quorumkv serve --join), leave
 or remove: a crash, pause or network partition changes only liveness.
 
-  status   every member's state, liveness, ownership, pending hints and transfers
+  status   every member's state, liveness, ownership, pending hints, transfers
+           and last anti-entropy round
   leave    the node at --addr leaves: it hands its partitions over, then exits
   remove   drop a dead node; the survivors re-replicate its partitions`,
 		Args: noArgs,
@@ -60,9 +61,11 @@ func newClusterStatusCmd(a *app, c *adminClient) *cobra.Command {
 		Long: `Show every member as the node at --addr sees it: its state (joining, member,
 leaving, removed), its liveness (alive or down, from the failure detector),
 its HTTP address, its share of the ring's replica slots, the hints it holds
-for other nodes (asked of the node itself: "-" when it cannot be asked) and
-the partitions it still has to receive. The first line names the ring
-version and whether partition transfers have settled.
+for other nodes (asked of the node itself: "-" when it cannot be asked), the
+partitions it still has to receive, and when it last completed a scheduled
+anti-entropy round (every partition it keeps compared with a peer; "never"
+since it started, "-" when it cannot be asked). The first line names the
+ring version and whether partition transfers have settled.
 
 -o json prints the node's answer (GET /v1/admin/status) as it is.`,
 		Example: "  quorumkv cluster status --addr 127.0.0.1:8080",
@@ -86,7 +89,7 @@ version and whether partition transfers have settled.
 			if err := json.Unmarshal(body, &st); err != nil {
 				return fmt.Errorf("%s answered an unreadable status: %v", c.host(), err)
 			}
-			printStatus(a.stdout, st)
+			printStatus(a.stdout, st, time.Now())
 			return nil
 		},
 	}
@@ -191,11 +194,24 @@ func (c *adminClient) host() string { return strings.TrimPrefix(c.base, "http://
 // Anything else is an error of one line: the server's JSON error message
 // when it sent one.
 func (c *adminClient) do(ctx context.Context, method, path string) ([]byte, error) {
+	status, body, err := c.send(ctx, method, path)
+	if err != nil {
+		return nil, err
+	}
+	if status/100 == 2 {
+		return body, nil
+	}
+	return nil, c.answerError(status, body)
+}
+
+// send sends a request without a body and returns the status and body of
+// whatever the node answered; the error is for no answer at all.
+func (c *adminClient) send(ctx context.Context, method, path string) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.http.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, nil)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -203,51 +219,65 @@ func (c *adminClient) do(ctx context.Context, method, path string) ([]byte, erro
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("cannot reach %s: %v", c.host(), err)
+		return 0, nil, fmt.Errorf("cannot reach %s: %v", c.host(), err)
 	}
 	defer resp.Body.Close()
 	defer c.http.CloseIdleConnections()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("reading the answer of %s: %v", c.host(), err)
+		return 0, nil, fmt.Errorf("reading the answer of %s: %v", c.host(), err)
 	}
-	if resp.StatusCode/100 == 2 {
-		return body, nil
-	}
+	return resp.StatusCode, body, nil
+}
+
+// answerError describes a non-2xx answer in one line: the server's JSON
+// error message when it sent one, else the start of the body.
+func (c *adminClient) answerError(status int, body []byte) error {
 	var e struct{ Error, Message string }
 	if json.Unmarshal(body, &e) == nil && e.Message != "" {
-		return nil, fmt.Errorf("%s answered %d %s: %s", c.host(), resp.StatusCode, e.Error, e.Message)
+		return fmt.Errorf("%s answered %d %s: %s", c.host(), status, e.Error, e.Message)
 	}
+	return fmt.Errorf("%s answered %d %s: %q", c.host(), status, http.StatusText(status), clip(body))
+}
+
+// clip returns the start of a body that is not what was expected, for an
+// error message.
+func clip(body []byte) string {
 	text := strings.TrimSpace(string(body))
 	if len(text) > 200 {
 		text = text[:200] + "…"
 	}
-	return nil, fmt.Errorf("%s answered %s: %q", c.host(), resp.Status, text)
+	return text
 }
 
-// printStatus prints a cluster status as a table.
-func printStatus(w io.Writer, st server.ClusterStatus) {
+// printStatus prints a cluster status as a table; now is the time the
+// last anti-entropy rounds are measured from.
+func printStatus(w io.Writer, st server.ClusterStatus, now time.Time) {
 	transfers := "transfers settled"
 	if !st.Settled {
 		transfers = "transfers pending"
 	}
 	fmt.Fprintf(w, "ring %s as seen by %s; %s\n\n", st.RingVersion, st.Node, transfers)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tLIVENESS\tADDRESS\tOWNERSHIP\tPENDING HINTS\tTRANSFERS")
+	fmt.Fprintln(tw, "NODE\tSTATE\tLIVENESS\tADDRESS\tOWNERSHIP\tPENDING HINTS\tTRANSFERS\tLAST AAE ROUND")
 	var notes []string
 	for _, m := range st.Members {
 		live := "down"
 		if m.Alive {
 			live = "alive"
 		}
-		hints := "-"
+		hints, round := "-", "-"
 		if m.PendingHints != nil {
 			hints = strconv.FormatInt(*m.PendingHints, 10)
+			round = "never"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f%%\t%s\t%d\n", m.Node, m.State, live, m.Address, 100*m.Ownership, hints, m.Transfers)
+		if m.LastRound != nil {
+			round = ago(now.Sub(*m.LastRound))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f%%\t%s\t%d\t%s\n", m.Node, m.State, live, m.Address, 100*m.Ownership, hints, m.Transfers, round)
 		switch {
 		case m.Error != "":
-			notes = append(notes, fmt.Sprintf("%s did not report its hints: %s", m.Node, m.Error))
+			notes = append(notes, fmt.Sprintf("%s did not report its own status: %s", m.Node, m.Error))
 		case m.RingVersion != "" && m.RingVersion != st.RingVersion:
 			notes = append(notes, fmt.Sprintf("%s is on ring %s (gossip has not converged yet)", m.Node, m.RingVersion))
 		}
@@ -258,5 +288,22 @@ func printStatus(w io.Writer, st server.ClusterStatus) {
 		for _, n := range notes {
 			fmt.Fprintln(w, "note: "+n)
 		}
+	}
+}
+
+// ago describes how long ago something was, to the second under an hour
+// and less precisely beyond: "12s ago", "4m5s ago", "3h12m ago", "2d5h
+// ago". A time in the future (clocks differ) counts as now.
+func ago(d time.Duration) string {
+	d = max(d, 0)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d/time.Second))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%ds ago", int(d/time.Minute), int(d%time.Minute/time.Second))
+	case d < 24*time.Hour:
+		return fmt.Sprintf("%dh%dm ago", int(d/time.Hour), int(d%time.Hour/time.Minute))
+	default:
+		return fmt.Sprintf("%dd%dh ago", int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour))
 	}
 }

@@ -16,30 +16,55 @@ import (
 func TestPrintStatus(t *testing.T) {
 	hints := int64(12)
 	zero := int64(0)
+	now := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
 	st := server.ClusterStatus{
 		Node: "n1", RingVersion: "abc123", Settled: false,
 		Members: []server.MemberStatus{
-			{Node: "n1", State: "member", Alive: true, Address: "10.0.0.1:8080", Ownership: 0.5, PendingHints: &hints, Transfers: 0, RingVersion: "abc123"},
+			{Node: "n1", State: "member", Alive: true, Address: "10.0.0.1:8080", Ownership: 0.5, PendingHints: &hints, Transfers: 0, RingVersion: "abc123", LastRound: at(12*time.Second + 400*time.Millisecond)},
 			{Node: "n2", State: "joining", Alive: true, Address: "10.0.0.2:8080", Ownership: 1.0 / 3, PendingHints: &zero, Transfers: 17, RingVersion: "old999"},
 			{Node: "n3", State: "member", Alive: false, Address: "10.0.0.3:8080", Ownership: 1.0 / 6},
 			{Node: "n4", State: "member", Alive: true, Address: "10.0.0.4:8080", Error: "context deadline exceeded"},
+			{Node: "n5", State: "member", Alive: true, Address: "10.0.0.5:8080", PendingHints: &zero, RingVersion: "abc123", LastRound: at(3*time.Hour + 7*time.Minute + 5*time.Second)},
 		},
 	}
 	var b bytes.Buffer
-	printStatus(&b, st)
+	printStatus(&b, st, now)
 	want := `ring abc123 as seen by n1; transfers pending
 
-NODE  STATE    LIVENESS  ADDRESS        OWNERSHIP  PENDING HINTS  TRANSFERS
-n1    member   alive     10.0.0.1:8080  50.0%      12             0
-n2    joining  alive     10.0.0.2:8080  33.3%      0              17
-n3    member   down      10.0.0.3:8080  16.7%      -              0
-n4    member   alive     10.0.0.4:8080  0.0%       -              0
+NODE  STATE    LIVENESS  ADDRESS        OWNERSHIP  PENDING HINTS  TRANSFERS  LAST AAE ROUND
+n1    member   alive     10.0.0.1:8080  50.0%      12             0          12s ago
+n2    joining  alive     10.0.0.2:8080  33.3%      0              17         never
+n3    member   down      10.0.0.3:8080  16.7%      -              0          -
+n4    member   alive     10.0.0.4:8080  0.0%       -              0          -
+n5    member   alive     10.0.0.5:8080  0.0%       0              0          3h7m ago
 
 note: n2 is on ring old999 (gossip has not converged yet)
-note: n4 did not report its hints: context deadline exceeded
+note: n4 did not report its own status: context deadline exceeded
 `
 	if b.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestAgo(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{-5 * time.Second, "0s ago"}, // the node's clock is ahead
+		{0, "0s ago"},
+		{999 * time.Millisecond, "0s ago"},
+		{59 * time.Second, "59s ago"},
+		{time.Minute, "1m0s ago"},
+		{4*time.Minute + 5*time.Second, "4m5s ago"},
+		{time.Hour + 59*time.Second, "1h0m ago"},
+		{23*time.Hour + 59*time.Minute, "23h59m ago"},
+		{50 * time.Hour, "2d2h ago"},
+	} {
+		if got := ago(tt.d); got != tt.want {
+			t.Errorf("ago(%v) = %q, want %q", tt.d, got, tt.want)
+		}
 	}
 }
 

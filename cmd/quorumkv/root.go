@@ -26,7 +26,8 @@ type app struct {
 	stdout    io.Writer
 	stderr    io.Writer
 	serve     func(ctx context.Context, s serveSetup) error
-	// adminTimeout bounds each HTTP call of the cluster commands.
+	// adminTimeout bounds each HTTP call of the cluster commands, and the
+	// status call of repair.
 	adminTimeout time.Duration
 }
 
@@ -104,7 +105,7 @@ an empty variable counts as unset.`,
 	})
 	root.SetVersionTemplate("quorumkv {{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServeCmd(a), newDevCmd(a), newClusterCmd(a), newVersionCmd(a))
+	root.AddCommand(newServeCmd(a), newDevCmd(a), newClusterCmd(a), newRepairCmd(a), newVersionCmd(a))
 	return root
 }
 

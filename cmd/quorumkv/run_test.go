@@ -300,13 +300,16 @@ func TestDev(t *testing.T) {
 		if len(lines) != 6 || !strings.HasPrefix(lines[0], "ring ") || !strings.Contains(lines[0], "as seen by n2; transfers settled") {
 			t.Fatalf("want a header, a blank line, the column titles and 3 rows; got:\n%s", stdout)
 		}
-		if got := strings.Fields(lines[2]); !slices.Equal(got, []string{"NODE", "STATE", "LIVENESS", "ADDRESS", "OWNERSHIP", "PENDING", "HINTS", "TRANSFERS"}) {
+		if got := strings.Fields(lines[2]); !slices.Equal(got, []string{"NODE", "STATE", "LIVENESS", "ADDRESS", "OWNERSHIP", "PENDING", "HINTS", "TRANSFERS", "LAST", "AAE", "ROUND"}) {
 			t.Errorf("column titles %q", lines[2])
 		}
+		// The first scheduled anti-entropy round comes 22s to 38s after a
+		// node starts: either is right here.
+		lastRound := regexp.MustCompile(`^(never|\d+s ago|\d+m\d+s ago)$`)
 		for i, n := range nodes {
 			f := strings.Fields(lines[3+i])
-			if len(f) != 7 || f[0] != n.id || f[1] != "member" || f[2] != "alive" || f[3] != n.http ||
-				!strings.HasSuffix(f[4], "%") || f[5] == "-" || f[6] != "0" {
+			if len(f) < 8 || f[0] != n.id || f[1] != "member" || f[2] != "alive" || f[3] != n.http ||
+				!strings.HasSuffix(f[4], "%") || f[5] == "-" || f[6] != "0" || !lastRound.MatchString(strings.Join(f[7:], " ")) {
 				t.Errorf("row of %s: %q", n.id, lines[3+i])
 			}
 		}
@@ -339,6 +342,40 @@ func TestDev(t *testing.T) {
 		}
 		if total < 0.999 || total > 1.001 {
 			t.Errorf("ownership sums to %v, want 1", total)
+		}
+	})
+
+	t.Run("repair", func(t *testing.T) {
+		// Every node keeps all 64 partitions (N=3) and compares each with
+		// both peers.
+		code, stdout, stderr := runCmd(t, nil, "repair", "--addr", nodes[1].http)
+		if code != 0 || stderr != "" {
+			t.Fatalf("exit %d, stderr %q; stdout:\n%s", code, stderr, stdout)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		if len(lines) != 4 || !slices.Equal(strings.Fields(lines[0]), []string{"NODE", "EXCHANGES", "DIFFERING", "LEAVES", "KEYS", "PULLED", "PUSHED", "ERRORS", "TOOK", "RESULT"}) {
+			t.Fatalf("want the column titles and 3 rows; got:\n%s", stdout)
+		}
+		for i, n := range nodes {
+			f := strings.Fields(lines[1+i])
+			if len(f) != 10 || f[0] != n.id || f[1] != "128" || f[7] != "0" || f[9] != "ok" {
+				t.Errorf("row of %s: %q", n.id, lines[1+i])
+			}
+		}
+
+		code, stdout, stderr = runCmd(t, map[string]string{"QUORUMKV_ADDR": nodes[2].http}, "repair", "--partition", "5", "--partition", "63", "--rebuild")
+		if code != 0 || stderr != "" {
+			t.Fatalf("--partition 5 --partition 63 --rebuild: exit %d, stderr %q; stdout:\n%s", code, stderr, stdout)
+		}
+		for _, n := range nodes {
+			if !regexp.MustCompile(`(?m)^` + n.id + `\s+4\s+\d+\s+\d+\s+\d+\s+\d+\s+\d+\s+0\s+\S+\s+ok$`).MatchString(stdout) {
+				t.Errorf("no row of %s with 4 exchanges:\n%s", n.id, stdout)
+			}
+		}
+
+		code, stdout, stderr = runCmd(t, nil, "repair", "--partition", "64", "--addr", nodes[0].http)
+		if code != 2 || stdout != "" || !strings.Contains(stderr, "--partition 64: the cluster has 64 partitions, 0 to 63") {
+			t.Errorf("--partition 64: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 		}
 	})
 
