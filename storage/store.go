@@ -121,6 +121,7 @@ type Store struct {
 	hints     hintCounters
 	corrupt   atomic.Uint64
 	treeStale atomic.Bool
+	rebuildMu sync.Mutex // serializes RebuildTree
 
 	closed atomic.Bool
 }

@@ -171,10 +171,10 @@ func readLeaves(r pebble.Reader, p uint32) (leaves []uint64, err error) {
 	leaves = make([]uint64, TreeLeaves)
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
-		leaf := int(binary.BigEndian.Uint16(k[5:]))
-		if len(k) != 7 || leaf >= TreeLeaves {
+		if len(k) != 7 || int(binary.BigEndian.Uint16(k[5:])) >= TreeLeaves {
 			continue // not a key this store writes; a rebuild ignores it too
 		}
+		leaf := int(binary.BigEndian.Uint16(k[5:]))
 		v, err := it.ValueAndErr()
 		if err != nil {
 			return nil, fmt.Errorf("storage: tree %d: %w", p, err)
@@ -258,13 +258,17 @@ func (s *Store) Read(keys []Key) ([]PartitionEntry, error) {
 
 // RebuildTree recomputes partition p's leaves from its objects and corrects
 // the stored ones. It reads both at one snapshot and merges the difference,
-// so writes that race the rebuild keep their own updates. It returns how
+// so writes that race the rebuild keep their own updates. (Rebuilds are
+// serialized: two overlapping ones would apply the same correction twice.)
+// It also checks the tombstone index against the objects. It returns how
 // many leaves were wrong: anything but 0 means the objects changed without
 // the tree (corruption, or bytes changed under the store).
 func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
+	s.rebuildMu.Lock()
+	defer s.rebuildMu.Unlock()
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
 	stored, err := readLeaves(snap, p)
@@ -272,6 +276,7 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 		return 0, err
 	}
 	computed := make([]uint64, TreeLeaves)
+	var tombs []Key // tombstone-only objects, by the snapshot
 	lo, hi := partitionBounds(p)
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
@@ -279,7 +284,8 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 	}
 	defer closeIter(it, &err)
 	for it.First(); it.Valid(); it.Next() {
-		if _, err := decodeKey(it.Key()); err != nil {
+		k, err := decodeKey(it.Key())
+		if err != nil {
 			s.noteCorrupt(it.Key(), err)
 			continue
 		}
@@ -287,14 +293,21 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 		if err != nil {
 			return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
 		}
-		if _, err := decodeStored(v); err != nil {
+		o, err := decodeStored(v)
+		if err != nil {
 			s.noteCorrupt(it.Key(), err)
 			continue
 		}
 		computed[keyLeaf(it.Key())] ^= digest(it.Key(), v)
+		if deletedAt(o) != 0 {
+			tombs = append(tombs, k)
+		}
 	}
 	if err := it.Error(); err != nil {
 		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
+	}
+	if err := s.checkTombIndex(snap, p, tombs); err != nil {
+		return 0, err
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -311,6 +324,66 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
 	}
 	return fixed, nil
+}
+
+// checkTombIndex compares partition p's tombstone index at snap with the
+// tombstone-only objects found there, and re-derives the index entry of
+// every key on which they disagree from the key's current object, under its
+// lock (unlike leaf corrections, index entries do not commute with writes).
+func (s *Store) checkTombIndex(snap *pebble.Snapshot, p uint32, tombs []Key) (err error) {
+	want := make(map[string]bool, len(tombs))
+	for _, k := range tombs {
+		want[string(k.encode())] = true
+	}
+	var suspect [][]byte
+	lo, hi := partitionRange(prefixTomb, p)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return fmt.Errorf("storage: rebuild %d: %w", p, err)
+	}
+	defer closeIter(it, &err)
+	for it.First(); it.Valid(); it.Next() {
+		key := bytes.Clone(it.Key())
+		key[0] = prefixData
+		if !want[string(key)] {
+			suspect = append(suspect, key)
+		}
+		delete(want, string(key))
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("storage: rebuild %d: %w", p, err)
+	}
+	for key := range want {
+		suspect = append(suspect, []byte(key))
+	}
+	for _, key := range suspect {
+		if err := s.fixTombIndex(key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fixTombIndex sets or removes the tombstone index entry of the object key
+// key to match its current object.
+func (s *Store) fixTombIndex(key []byte) error {
+	k, err := decodeKey(key)
+	if err != nil {
+		// A key that does not decode is not an object of this store; its
+		// index entry goes.
+		return s.db.Delete(tombKey(key), pebble.Sync)
+	}
+	mu := s.lock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.load(key)
+	if err != nil {
+		return err
+	}
+	if at := deletedAt(cur.obj); at != 0 {
+		return s.db.Set(tombKey(key), tombValue(at, digest(key, cur.raw)), pebble.Sync)
+	}
+	return s.db.Delete(tombKey(key), pebble.Sync)
 }
 
 // Tombstones returns up to limit objects of partition p that hold only
@@ -366,7 +439,12 @@ func (s *Store) Purge(ds []Digest) (purged int, err error) {
 	defer unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
+	seen := make(map[Key]bool, len(ds))
 	for _, d := range ds {
+		if seen[d.Key] {
+			continue // staged once: its load below would not see the batch
+		}
+		seen[d.Key] = true
 		key := d.Key.encode()
 		cur, err := s.load(key)
 		if err != nil {
@@ -429,12 +507,16 @@ func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byt
 		_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), binary.LittleEndian.AppendUint64(nil, d), nil)
 	}
 	if at := deletedAt(o); at != 0 {
-		v := binary.BigEndian.AppendUint64(nil, uint64(at))
-		_ = b.Set(tombKey(key), binary.BigEndian.AppendUint64(v, digest(key, raw)), nil)
+		_ = b.Set(tombKey(key), tombValue(at, digest(key, raw)), nil)
 	} else if deletedAt(cur.obj) != 0 {
 		_ = b.Delete(tombKey(key), nil)
 	}
 	return raw
+}
+
+// tombValue is a tombstone index entry's value.
+func tombValue(deletedAt int64, digest uint64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(deletedAt)), digest)
 }
 
 // noteCorrupt logs and counts stored bytes that failed to decode.

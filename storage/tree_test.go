@@ -40,16 +40,6 @@ func testSeed(t *testing.T, def uint64) uint64 {
 	return seed
 }
 
-// knownBug skips a test that demonstrates a bug in non-test code, so that
-// the package stays green until the bug is fixed. STORAGE_KNOWN_BUGS=1 runs
-// it (and it fails).
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("STORAGE_KNOWN_BUGS") == "" {
-		t.Skipf("known bug, see the comment on the test: %s (STORAGE_KNOWN_BUGS=1 runs it)", what)
-	}
-}
-
 // recomputeLeaves computes partition p's tree leaves from its objects,
 // reading the data range directly: every object XORs digest(key, raw) into
 // the leaf its key names. Stored bytes that fail to decode count as absent,
@@ -1170,8 +1160,7 @@ func TestDeletePartitionClearsTree(t *testing.T) {
 	}
 }
 
-// Known bugs. Each test below fails; knownBug skips it unless
-// STORAGE_KNOWN_BUGS=1.
+// Regression tests for bugs these tests found.
 
 // TestPurgeDuplicateDigest: Purge (tree.go) loads every named key from the
 // DB, not from its batch, so a key named twice is staged twice: the object
@@ -1179,7 +1168,6 @@ func TestDeletePartitionClearsTree(t *testing.T) {
 // leaves the leaf unchanged and wrong; Purge also counts it twice.
 // ApplyMany dedups its keys (byKey); Purge does not.
 func TestPurgeDuplicateDigest(t *testing.T) {
-	knownBug(t, "Purge stages a key named twice twice")
 	s := open(t, t.TempDir())
 	defer s.Close()
 	const p = 12
@@ -1209,32 +1197,35 @@ func (h onLog) Handle(context.Context, slog.Record) error { h.f(); return nil }
 func (h onLog) WithAttrs([]slog.Attr) slog.Handler        { return h }
 func (h onLog) WithGroup(string) slog.Handler             { return h }
 
-// TestOverlappingRebuilds: RebuildTree (tree.go) merges stored^computed as
-// read at its snapshot. Two rebuilds of one partition that overlap (both
-// snapshots taken before either commits) compute the same correction and
-// both merge it, so it cancels out and the leaves stay wrong. Nothing
-// serializes rebuilds of one partition. The overlap is made deterministic
-// here: the first rebuild logs the corrupt value it meets mid-scan, and the
-// log handler runs the second rebuild to completion.
+// TestOverlappingRebuilds: RebuildTree merges stored^computed as read at
+// its snapshot, so two rebuilds of one partition whose snapshots both came
+// before either committed would apply the same correction twice, cancelling
+// it. Rebuilds are serialized. The overlap is attempted deterministically:
+// the first rebuild logs the corrupt value it meets mid-scan, and the log
+// handler starts the second one then; it must wait for the first.
 func TestOverlappingRebuilds(t *testing.T) {
-	knownBug(t, "overlapping RebuildTree calls apply their correction twice")
 	s := open(t, t.TempDir())
 	defer s.Close()
 	const p = 13
 	filled := fillPartitions(t, s, 30, p)[p]
 	corruptRaw(t, s, filled)
 	var started atomic.Bool
-	inner, innerErr := -1, error(nil)
+	inner := make(chan error, 1)
 	s.cfg.Logger = slog.New(onLog{func() {
 		if started.CompareAndSwap(false, true) {
-			inner, innerErr = s.RebuildTree(p)
+			go func() {
+				_, err := s.RebuildTree(p)
+				inner <- err
+			}()
 		}
 	}})
 	outer := rebuild(t, s, p)
-	if innerErr != nil {
-		t.Fatal(innerErr)
+	if err := <-inner; err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("overlapping rebuilds fixed %d and %d leaves", inner, outer)
+	if outer == 0 {
+		t.Fatal("the first rebuild fixed nothing")
+	}
 	checkLeaves(t, s, "after two overlapping rebuilds", p)
 }
 
@@ -1244,7 +1235,6 @@ func TestOverlappingRebuilds(t *testing.T) {
 // tree key of 5 or 6 bytes in the partition's range panics Leaves and
 // RebuildTree.
 func TestLeavesIgnoresForeignTreeKey(t *testing.T) {
-	knownBug(t, "readLeaves indexes a short tree key before checking its length")
 	s := open(t, t.TempDir())
 	defer s.Close()
 	const p = 14
