@@ -105,13 +105,13 @@ func diffDigests(local, peer []storage.Digest, purgeBefore int64) ([]KeyDiff, in
 
 // Result counts what exchanges did.
 type Result struct {
-	Exchanges int // partitions compared (roots)
-	Differing int // partitions whose roots differed
-	Leaves    int // differing leaves
-	Keys      int // differing keys
-	Pulled    int // keys changed here
-	Pushed    int // keys changed at the peer
-	Errors    int // partitions whose exchange failed
+	Exchanges int `json:"exchanges"` // partitions compared (roots)
+	Differing int `json:"differing"` // partitions whose roots differed
+	Leaves    int `json:"leaves"`    // differing leaves
+	Keys      int `json:"keys"`      // differing keys
+	Pulled    int `json:"pulled"`    // keys changed here
+	Pushed    int `json:"pushed"`    // keys changed at the peer
+	Errors    int `json:"errors"`    // partitions whose exchange failed
 }
 
 func (r *Result) add(o Result) {

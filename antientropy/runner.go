@@ -224,6 +224,9 @@ func (r *Runner) Repair(ctx context.Context, parts []uint32, rebuild bool) (Resu
 	}
 	if rebuild {
 		for _, p := range parts {
+			if err := ctx.Err(); err != nil {
+				return Result{}, err
+			}
 			if _, err := r.Rebuild(p); err != nil {
 				return Result{}, err
 			}
@@ -470,7 +473,7 @@ func (r *Runner) isStale(p uint32) bool {
 func (r *Runner) rebuildLoop(ctx context.Context) {
 	var next uint32
 	for {
-		parts := r.cluster.Partitions()
+		parts := slices.Sorted(slices.Values(r.cluster.Partitions()))
 		wait := r.cfg.RebuildInterval / time.Duration(max(1, len(parts)))
 		t := time.NewTimer(wait)
 		select {

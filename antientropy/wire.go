@@ -283,12 +283,24 @@ func (r *reader) uvarint(what string, limit uint64) uint64 {
 }
 
 // count reads an element count: each element takes at least one byte.
-func (r *reader) count() int { return int(r.uvarint("count", uint64(len(r.b)))) }
+func (r *reader) count() int {
+	n := r.uvarint("count", math.MaxUint64)
+	if r.err == nil && n > uint64(len(r.b)) {
+		r.fail("count %d exceeds the %d bytes left", n, len(r.b))
+	}
+	if r.err != nil {
+		return 0
+	}
+	return int(n)
+}
 
 func (r *reader) int() int          { return int(r.uvarint("index", math.MaxInt32)) }
 func (r *reader) partition() uint32 { return uint32(r.uvarint("partition", math.MaxUint32)) }
 func (r *reader) bytes(what string) []byte {
-	n := r.uvarint(what+" length", uint64(len(r.b)))
+	n := r.uvarint(what+" length", math.MaxUint64)
+	if r.err == nil && n > uint64(len(r.b)) {
+		r.fail("%s of %d bytes exceeds the %d left", what, n, len(r.b))
+	}
 	if r.err != nil {
 		return nil
 	}

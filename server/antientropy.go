@@ -146,9 +146,31 @@ func (n *Node) handleRepair(w http.ResponseWriter, r *http.Request) {
 		}
 		parts = append(parts, uint32(p))
 	}
-	rebuild, _ := strconv.ParseBool(r.URL.Query().Get("rebuild"))
+	rebuild := false
+	if v := r.URL.Query().Get("rebuild"); v != "" {
+		var err error
+		if rebuild, err = strconv.ParseBool(v); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: fmt.Sprintf("rebuild %q must be true or false", v)})
+			return
+		}
+	}
+	// The repair is owned by the node, so that Close stops it and waits
+	// for it before the store closes; the client going away stops it too.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(n.bg, cancel)()
 	start := time.Now()
-	res, err := n.aae.Repair(r.Context(), parts, rebuild)
+	var res antientropy.Result
+	var err error
+	done := make(chan struct{})
+	if !n.goBackground(func() {
+		defer close(done)
+		res, err = n.aae.Repair(ctx, parts, rebuild)
+	}) {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "unavailable", Message: "the node is shutting down"})
+		return
+	}
+	<-done
 	out := RepairResult{Node: n.cfg.NodeID, Result: res, Took: time.Since(start).Round(time.Millisecond).String()}
 	status := http.StatusOK
 	switch {

@@ -136,7 +136,7 @@ func (c *testCluster) running() []string {
 
 // waitSettled waits until every running node sees every node of the
 // cluster that is not removed as a member, sees the running ones alive, has
-// no transfer pending, and all agree on the ring version.
+// no transfer or drop pending, and all agree on the ring version.
 func (c *testCluster) waitSettled() {
 	c.t.Helper()
 	defer func() {
@@ -154,7 +154,7 @@ func (c *testCluster) waitSettled() {
 		for _, id := range c.running() {
 			n := c.servers[id].Node
 			pl := n.placement()
-			if !pl.Settled() {
+			if !pl.Settled() || len(pl.Drops(id)) > 0 {
 				return false
 			}
 			for _, other := range c.ids {

@@ -51,6 +51,19 @@ func (c *testCluster) objectOn(id, bucket, key string) string {
 func (c *testCluster) checkPlacement(bucket string, keys []string) {
 	c.t.Helper()
 	pl := c.anyNode().placement()
+	// A drop is published before the data goes: wait for the deletes.
+	eventually(c.t, "drops to finish", func() bool {
+		for _, id := range c.running() {
+			for p := range c.cfg.Ring.Partitions {
+				if !pl.Target().IsPrimary(p, id) {
+					if n, _, err := c.store(id).PartitionStats(uint32(p)); err != nil || n > 0 {
+						return false
+					}
+				}
+			}
+		}
+		return true
+	})
 	for _, key := range keys {
 		p := pl.Target().Partition(bucket, key)
 		prim := pl.Target().Primaries(p)

@@ -203,19 +203,20 @@ func (n *Node) Close(ctx context.Context) {
 	n.forwarder.CloseIdleConnections()
 }
 
-// goBackground runs fn in a goroutine owned by the node; after Close it
-// does nothing.
-func (n *Node) goBackground(fn func()) {
+// goBackground runs fn in a goroutine owned by the node, and reports
+// whether it did: after Close it does nothing.
+func (n *Node) goBackground(fn func()) bool {
 	n.bgMu.Lock()
 	defer n.bgMu.Unlock()
 	if n.closed {
-		return
+		return false
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		fn()
 	}()
+	return true
 }
 
 // keyFor locates a bucket and key on the ring.
