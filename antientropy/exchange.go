@@ -35,39 +35,98 @@ type DiffStats struct {
 // Diff finds the keys of partition p whose versions differ between local
 // and peer. It descends both trees from the root, comparing only the
 // children of differing nodes, then compares the key digests of the
-// differing leaves. A key that one side lacks and the other holds as a
-// tombstone deleted before purgeBefore (Unix nanoseconds) does not count:
-// replicas purge at slightly different times, and re-sending such a
-// tombstone would only bring it back where it was just purged.
+// differing leaves. Where the local replica knows its key counts
+// (KeyCounter), a differing subtree holding few keys is listed whole
+// instead of descended: its children's hashes would cost more than its
+// keys. A key that one side lacks and the other holds as a tombstone
+// deleted before purgeBefore (Unix nanoseconds) does not count: replicas
+// purge at slightly different times, and re-sending such a tombstone would
+// only bring it back where it was just purged.
 func Diff(ctx context.Context, p uint32, local, peer Replica, purgeBefore int64) ([]KeyDiff, DiffStats, error) {
 	var st DiffStats
-	idx := []int{0}
-	for level := 1; level < len(shape); level++ {
-		idx = children(idx, shape[level])
-		lh, err := local.Hashes(ctx, p, level, idx)
-		if err != nil {
+	var counts []int64
+	if kc, ok := local.(KeyCounter); ok {
+		var err error
+		if counts, err = kc.KeyCounts(ctx, p); err != nil {
 			return nil, st, err
-		}
-		ph, err := peer.Hashes(ctx, p, level, idx)
-		if err != nil {
-			return nil, st, err
-		}
-		if idx = differing(idx, lh, ph); len(idx) == 0 {
-			return nil, st, nil
 		}
 	}
-	st.Leaves = len(idx)
-	ld, err := local.Digests(ctx, p, idx)
+	depth := len(shape) - 1
+	var leaves []int
+	idx := []int{0}
+	for level := 0; len(idx) > 0; level++ {
+		if level == depth {
+			leaves = append(leaves, idx...)
+			break
+		}
+		var descend []int
+		for _, x := range idx {
+			lo, hi := leavesUnder(level, x)
+			if level > 0 && counts != nil && sum(counts[lo:hi]) <= listBelow {
+				for leaf := lo; leaf < hi; leaf++ {
+					leaves = append(leaves, leaf)
+				}
+				continue
+			}
+			descend = append(descend, x)
+		}
+		if len(descend) == 0 {
+			break
+		}
+		kids := children(descend, shape[level+1])
+		lh, err := local.Hashes(ctx, p, level+1, kids)
+		if err != nil {
+			return nil, st, err
+		}
+		ph, err := peer.Hashes(ctx, p, level+1, kids)
+		if err != nil {
+			return nil, st, err
+		}
+		idx = differing(kids, lh, ph)
+	}
+	if len(leaves) == 0 {
+		return nil, st, nil
+	}
+	slices.Sort(leaves)
+	st.Leaves = len(leaves)
+	ld, err := local.Digests(ctx, p, leaves)
 	if err != nil {
 		return nil, st, err
 	}
-	pd, err := peer.Digests(ctx, p, idx)
+	pd, err := peer.Digests(ctx, p, leaves)
 	if err != nil {
 		return nil, st, err
 	}
 	diffs, purgeable := diffDigests(ld, pd, purgeBefore)
 	st.Purgeable = purgeable
 	return diffs, st, nil
+}
+
+// KeyCounter is implemented by replicas that know how many keys each leaf
+// of a partition holds (Local does).
+type KeyCounter interface {
+	KeyCounts(ctx context.Context, p uint32) ([]int64, error)
+}
+
+// listBelow is the key count up to which Diff lists a differing subtree's
+// keys rather than descending into it: descending costs Fanout child hashes
+// (about 150 bytes with their indexes), listing costs a key and a digest
+// (about 30 bytes) per key, so below two keys per child listing wins even
+// if most children turn out equal.
+const listBelow = 2 * Fanout
+
+// leavesUnder returns the range [lo, hi) of leaves under node x at level.
+func leavesUnder(level, x int) (lo, hi int) {
+	span := shape[len(shape)-1] / shape[level]
+	return x * span, min((x+1)*span, shape[len(shape)-1])
+}
+
+func sum(xs []int64) int64 {
+	var t int64
+	for _, x := range xs {
+		t += x
+	}
+	return t
 }
 
 // diffDigests returns the keys whose digests differ between two listings,

@@ -44,6 +44,7 @@ type Store interface {
 	Apply(p uint32, entries []storage.PartitionEntry) error
 
 	Leaves(p uint32) ([]uint64, error)
+	KeyCounts(p uint32) ([]int64, error)
 	Digests(p uint32, leaves []int) ([]storage.Digest, error)
 	Read(keys []storage.Key) ([]storage.PartitionEntry, error)
 	RebuildTree(p uint32) (fixed int, err error)
@@ -99,6 +100,14 @@ func (l Local) Roots(_ context.Context, parts []uint32) ([]uint64, error) {
 // NoRoot is the root reported for a partition the replica does not keep.
 // (A real root equal to it is as likely as any other hash collision.)
 const NoRoot = ^uint64(0)
+
+// KeyCounts implements KeyCounter.
+func (l Local) KeyCounts(_ context.Context, p uint32) ([]int64, error) {
+	if err := l.check(p); err != nil {
+		return nil, err
+	}
+	return l.Store.KeyCounts(p)
+}
 
 // Hashes implements Replica.
 func (l Local) Hashes(_ context.Context, p uint32, level int, idx []int) ([]uint64, error) {

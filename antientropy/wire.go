@@ -77,7 +77,7 @@ func (r Remote) Hashes(ctx context.Context, p uint32, level int, idx []int) ([]u
 
 // Digests implements Replica.
 func (r Remote) Digests(ctx context.Context, p uint32, leaves []int) ([]storage.Digest, error) {
-	rd, err := r.do(ctx, OpDigests, appendInts(binary.AppendUvarint(nil, uint64(p)), leaves))
+	rd, err := r.do(ctx, OpDigests, appendRuns(binary.AppendUvarint(nil, uint64(p)), leaves))
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +96,18 @@ func (r Remote) Read(ctx context.Context, p uint32, keys []storage.Key) ([]stora
 	if err != nil {
 		return nil, err
 	}
-	es := rd.entries(p)
+	if got := rd.count(); rd.err == nil && got != len(keys) {
+		rd.fail("%d answers for %d keys", got, len(keys))
+	}
+	var es []storage.PartitionEntry
+	for _, k := range keys {
+		if rd.err != nil || rd.byte() == 0 {
+			continue
+		}
+		if o := rd.object(k); o != nil {
+			es = append(es, storage.PartitionEntry{Key: k, Object: o})
+		}
+	}
 	return es, rd.end()
 }
 
@@ -149,7 +160,7 @@ func Serve(ctx context.Context, local Replica, op string, body []byte) ([]byte, 
 		hs, err := local.Hashes(ctx, p, level, idx)
 		return appendHashes(nil, hs), err
 	case OpDigests:
-		p, leaves := rd.partition(), rd.ints()
+		p, leaves := rd.partition(), rd.runs()
 		if err := rd.end(); err != nil {
 			return nil, err
 		}
@@ -165,7 +176,23 @@ func Serve(ctx context.Context, local Replica, op string, body []byte) ([]byte, 
 			return nil, err
 		}
 		es, err := local.Read(ctx, p, keys)
-		return appendEntries(nil, es), err
+		if err != nil {
+			return nil, err
+		}
+		// The answer follows the request's order, so it names no key.
+		byKey := make(map[storage.Key]*storage.Object, len(es))
+		for _, e := range es {
+			byKey[e.Key] = e.Object
+		}
+		b := binary.AppendUvarint(nil, uint64(len(keys)))
+		for _, k := range keys {
+			if o, ok := byKey[k]; ok {
+				b = appendObject(append(b, 1), o)
+			} else {
+				b = append(b, 0)
+			}
+		}
+		return b, nil
 	case OpApply:
 		p := rd.partition()
 		es := rd.entries(p)
@@ -199,6 +226,28 @@ func appendInts(b []byte, xs []int) []byte {
 	b = binary.AppendUvarint(b, uint64(len(xs)))
 	for _, x := range xs {
 		b = binary.AppendUvarint(b, uint64(x))
+	}
+	return b
+}
+
+// appendRuns encodes leaf indexes, which come sorted and often
+// contiguous (a listed subtree), as runs: the number of runs, then each
+// run's gap from the previous run's end and its length.
+func appendRuns(b []byte, xs []int) []byte {
+	var runs [][2]int
+	for _, x := range xs {
+		if n := len(runs); n > 0 && runs[n-1][0]+runs[n-1][1] == x {
+			runs[n-1][1]++
+			continue
+		}
+		runs = append(runs, [2]int{x, 1})
+	}
+	b = binary.AppendUvarint(b, uint64(len(runs)))
+	end := 0
+	for _, r := range runs {
+		b = binary.AppendUvarint(b, uint64(r[0]-end))
+		b = binary.AppendUvarint(b, uint64(r[1]))
+		end = r[0] + r[1]
 	}
 	return b
 }
@@ -243,12 +292,15 @@ func appendDigests(b []byte, ds []storage.Digest) []byte {
 func appendEntries(b []byte, es []storage.PartitionEntry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(es)))
 	for _, e := range es {
-		b = appendKey(b, e.Key)
-		obj := storage.EncodeObject(e.Object)
-		b = binary.AppendUvarint(b, uint64(len(obj)))
-		b = append(b, obj...)
+		b = appendObject(appendKey(b, e.Key), e.Object)
 	}
 	return b
+}
+
+func appendObject(b []byte, o *storage.Object) []byte {
+	obj := storage.EncodeObject(o)
+	b = binary.AppendUvarint(b, uint64(len(obj)))
+	return append(b, obj...)
 }
 
 // Decoding. A reader keeps the first error; every count is bounded by the
@@ -337,6 +389,29 @@ func (r *reader) ints() []int {
 	return out
 }
 
+// runs decodes appendRuns. A request never needs more leaves than a
+// partition has, which bounds what garbage can make it allocate.
+func (r *reader) runs() []int {
+	var out []int
+	n := r.count()
+	end := 0
+	for range n {
+		start := end + int(r.uvarint("gap", storage.TreeLeaves))
+		length := int(r.uvarint("run", storage.TreeLeaves))
+		if r.err == nil && len(out)+length > storage.TreeLeaves {
+			r.fail("more than %d leaves", storage.TreeLeaves)
+		}
+		if r.err != nil {
+			return nil
+		}
+		for x := start; x < start+length; x++ {
+			out = append(out, x)
+		}
+		end = start + length
+	}
+	return out
+}
+
 func (r *reader) key(p uint32) storage.Key {
 	bucket := r.bytes("bucket")
 	if len(bucket) > 255 {
@@ -368,18 +443,24 @@ func (r *reader) entries(p uint32) []storage.PartitionEntry {
 	out := make([]storage.PartitionEntry, r.count())
 	for i := range out {
 		out[i].Key = r.key(p)
-		enc := r.bytes("object")
-		if r.err != nil {
+		if out[i].Object = r.object(out[i].Key); r.err != nil {
 			break
 		}
-		o, err := storage.DecodeObject(enc)
-		if err != nil {
-			r.fail("object of %s: %v", out[i].Key, err)
-			break
-		}
-		out[i].Object = o
 	}
 	return out
+}
+
+func (r *reader) object(k storage.Key) *storage.Object {
+	enc := r.bytes("object")
+	if r.err != nil {
+		return nil
+	}
+	o, err := storage.DecodeObject(enc)
+	if err != nil {
+		r.fail("object of %s: %v", k, err)
+		return nil
+	}
+	return o
 }
 
 func (r *reader) hashesOf(n int) ([]uint64, error) {
@@ -399,13 +480,13 @@ func (r *reader) boolsOf(n int) ([]bool, error) {
 	}
 	out := make([]bool, 0, n)
 	for r.err == nil && len(out) < n {
-		b := r.bytes1()
+		b := r.byte()
 		out = append(out, b == 1)
 	}
 	return out, r.end()
 }
 
-func (r *reader) bytes1() byte {
+func (r *reader) byte() byte {
 	if r.err == nil && len(r.b) == 0 {
 		r.fail("truncated")
 	}

@@ -16,7 +16,8 @@ import (
 //
 // Every partition has TreeLeaves leaves. A key's leaf is fixed by its hash
 // (Key.Leaf); a leaf's value is the XOR of the digests of the objects in
-// it. XOR makes an update incremental: a write XORs the old and the new
+// it, and how many objects it holds (which lets an exchange choose between
+// descending the tree and listing a subtree's keys). XOR makes an update incremental: a write XORs the old and the new
 // digest into the leaf, with no scan. The update is a Pebble merge operand
 // in the same batch as the object, so the leaves can never disagree with
 // the objects after a crash; and merges commute, so concurrent writes to
@@ -35,34 +36,49 @@ const TreeLeaves = 1 << treeLeafBits
 
 const treeLeafBits = 8
 
-// Merger is the Pebble merge operator for tree leaves: it XORs 64-bit
-// operands. Anything that opens a quorumkv data directory with Pebble
+// Merger is the Pebble merge operator for tree leaves: an operand is a
+// 64-bit hash XORed into the leaf and a 64-bit object count added to it
+// (both little endian). Anything that opens a quorumkv data directory with Pebble
 // directly must pass it in pebble.Options.
 var Merger = &pebble.Merger{
 	Name: "quorumkv.xor64",
 	Merge: func(_, value []byte) (pebble.ValueMerger, error) {
-		return &xorMerger{acc: fold(value)}, nil
+		h, n := fold(value)
+		return &xorMerger{hash: h, keys: n}, nil
 	},
 }
 
-// xorMerger accumulates XOR operands. It is total: Pebble runs merges in
+// xorMerger accumulates leaf operands. It is total: Pebble runs merges in
 // compactions, where an error would stall the store.
-type xorMerger struct{ acc uint64 }
-
-func (m *xorMerger) MergeNewer(v []byte) error { m.acc ^= fold(v); return nil }
-func (m *xorMerger) MergeOlder(v []byte) error { m.acc ^= fold(v); return nil }
-func (m *xorMerger) Finish(bool) ([]byte, io.Closer, error) {
-	return binary.LittleEndian.AppendUint64(nil, m.acc), nil, nil
+type xorMerger struct {
+	hash uint64
+	keys int64
 }
 
-// fold reads a leaf operand. Only the store writes them, always 8 bytes; a
+func (m *xorMerger) MergeNewer(v []byte) error { m.add(v); return nil }
+func (m *xorMerger) MergeOlder(v []byte) error { m.add(v); return nil }
+func (m *xorMerger) add(v []byte) {
+	h, n := fold(v)
+	m.hash ^= h
+	m.keys += n
+}
+func (m *xorMerger) Finish(bool) ([]byte, io.Closer, error) {
+	return leafOperand(m.hash, m.keys), nil, nil
+}
+
+// leafOperand encodes a leaf value or update.
+func leafOperand(hash uint64, keys int64) []byte {
+	return binary.LittleEndian.AppendUint64(binary.LittleEndian.AppendUint64(nil, hash), uint64(keys))
+}
+
+// fold reads a leaf operand. Only the store writes them, always 16 bytes; a
 // mangled one still reads as some value (which a rebuild corrects) rather
 // than an error.
-func fold(v []byte) uint64 {
-	if len(v) == 8 {
-		return binary.LittleEndian.Uint64(v)
+func fold(v []byte) (hash uint64, keys int64) {
+	if len(v) == 16 {
+		return binary.LittleEndian.Uint64(v), int64(binary.LittleEndian.Uint64(v[8:]))
 	}
-	return xxhash.Sum64(v)
+	return xxhash.Sum64(v), 0
 }
 
 // digest returns the digest of the stored bytes raw under the object key
@@ -154,21 +170,31 @@ func (s *Store) MarkTreeFresh() error {
 }
 
 // Leaves returns partition p's tree leaves.
-func (s *Store) Leaves(p uint32) (leaves []uint64, err error) {
+func (s *Store) Leaves(p uint32) ([]uint64, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	return readLeaves(s.db, p)
+	leaves, _, err := readLeaves(s.db, p)
+	return leaves, err
 }
 
-func readLeaves(r pebble.Reader, p uint32) (leaves []uint64, err error) {
+// KeyCounts returns how many objects each leaf of partition p holds.
+func (s *Store) KeyCounts(p uint32) ([]int64, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	_, counts, err := readLeaves(s.db, p)
+	return counts, err
+}
+
+func readLeaves(r pebble.Reader, p uint32) (leaves []uint64, counts []int64, err error) {
 	lo, hi := partitionRange(prefixTree, p)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return nil, fmt.Errorf("storage: tree %d: %w", p, err)
+		return nil, nil, fmt.Errorf("storage: tree %d: %w", p, err)
 	}
 	defer closeIter(it, &err)
-	leaves = make([]uint64, TreeLeaves)
+	leaves, counts = make([]uint64, TreeLeaves), make([]int64, TreeLeaves)
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) != 7 || int(binary.BigEndian.Uint16(k[5:])) >= TreeLeaves {
@@ -177,14 +203,14 @@ func readLeaves(r pebble.Reader, p uint32) (leaves []uint64, err error) {
 		leaf := int(binary.BigEndian.Uint16(k[5:]))
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, fmt.Errorf("storage: tree %d: %w", p, err)
+			return nil, nil, fmt.Errorf("storage: tree %d: %w", p, err)
 		}
-		leaves[leaf] = fold(v)
+		leaves[leaf], counts[leaf] = fold(v)
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("storage: tree %d: %w", p, err)
+		return nil, nil, fmt.Errorf("storage: tree %d: %w", p, err)
 	}
-	return leaves, nil
+	return leaves, counts, nil
 }
 
 // Digests returns the digest of every object in the given leaves of
@@ -271,11 +297,11 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 	defer s.rebuildMu.Unlock()
 	snap := s.db.NewSnapshot()
 	defer snap.Close()
-	stored, err := readLeaves(snap, p)
+	stored, storedKeys, err := readLeaves(snap, p)
 	if err != nil {
 		return 0, err
 	}
-	computed := make([]uint64, TreeLeaves)
+	computed, keys := make([]uint64, TreeLeaves), make([]int64, TreeLeaves)
 	var tombs []Key // tombstone-only objects, by the snapshot
 	lo, hi := partitionBounds(p)
 	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
@@ -299,6 +325,7 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 			continue
 		}
 		computed[keyLeaf(it.Key())] ^= digest(it.Key(), v)
+		keys[keyLeaf(it.Key())]++
 		if deletedAt(o) != 0 {
 			tombs = append(tombs, k)
 		}
@@ -312,9 +339,9 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 	b := s.db.NewBatch()
 	defer b.Close()
 	for leaf := range TreeLeaves {
-		if d := computed[leaf] ^ stored[leaf]; d != 0 {
+		if d, n := computed[leaf]^stored[leaf], keys[leaf]-storedKeys[leaf]; d != 0 || n != 0 {
 			fixed++
-			_ = b.Merge(treeKey(p, leaf), binary.LittleEndian.AppendUint64(nil, d), nil)
+			_ = b.Merge(treeKey(p, leaf), leafOperand(d, n), nil)
 		}
 	}
 	if fixed == 0 {
@@ -504,7 +531,14 @@ func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byt
 		_ = b.Set(key, raw, nil)
 	}
 	if d := digest(key, cur.raw) ^ digest(key, raw); d != 0 && !s.cfg.DisableTree {
-		_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), binary.LittleEndian.AppendUint64(nil, d), nil)
+		n := int64(0) // objects added: absent and corrupt count as none
+		if raw != nil {
+			n++
+		}
+		if cur.raw != nil {
+			n--
+		}
+		_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), leafOperand(d, n), nil)
 	}
 	if at := deletedAt(o); at != 0 {
 		_ = b.Set(tombKey(key), tombValue(at, digest(key, raw)), nil)

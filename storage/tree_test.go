@@ -1256,3 +1256,68 @@ func TestLeavesIgnoresForeignTreeKey(t *testing.T) {
 		rebuild(t, s, p)
 	}()
 }
+
+// recomputeCounts counts partition p's objects per leaf from its data
+// range, leaving out what recomputeLeaves leaves out.
+func recomputeCounts(t testing.TB, s *Store, p uint32) []int64 {
+	t.Helper()
+	counts := make([]int64, TreeLeaves)
+	lo, hi := partitionBounds(p)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		if _, err := decodeKey(it.Key()); err != nil {
+			continue
+		}
+		if _, err := decodeStored(it.Value()); err != nil {
+			continue
+		}
+		counts[keyLeaf(it.Key())]++
+	}
+	return counts
+}
+
+func TestKeyCounts(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	const p = 4
+	check := func(what string) {
+		t.Helper()
+		got, err := s.KeyCounts(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := recomputeCounts(t, s, p); !slices.Equal(got, want) {
+			t.Fatalf("%s: key counts %v, want %v", what, got, want)
+		}
+	}
+	filled := fillPartitions(t, s, 300, p)[p]
+	check("after filling")
+	// Tombstones are objects too; purged ones are not.
+	var ds []Digest
+	for _, e := range filled[:20] {
+		o, err := s.Get(e.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tomb, err := s.Put(e.Key, Write{Context: o.Context, Tombstone: true, Now: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, Digest{Key: e.Key, Hash: ObjectDigest(e.Key, tomb.Object)})
+	}
+	check("after deletes")
+	if n, err := s.Purge(ds[:10]); err != nil || n != 10 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+	check("after purges")
+	// Bytes changed under the store: the rebuild corrects counts too.
+	corruptRaw(t, s, filled[20:])
+	if rebuild(t, s, p) == 0 {
+		t.Fatal("the rebuild fixed nothing")
+	}
+	check("after the rebuild")
+}
