@@ -46,42 +46,24 @@ func (s *Store) ReadPartition(p uint32, after []byte, maxBytes int) (entries []P
 		}
 		lo = append(bytes.Clone(after), 0) // the first key after the cursor
 	}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	next = after
+	size := 0
+	full, more := false, false
+	err = s.eachObject(s.db, lo, hi, func(k Key, key, raw []byte, o *Object) bool {
+		if full {
+			more = true
+			return false
+		}
+		entries = append(entries, PartitionEntry{Key: k, Object: o})
+		next = bytes.Clone(key)
+		size += len(key) + len(raw)
+		full = size >= maxBytes
+		return true
+	})
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("storage: read partition %d: %w", p, err)
 	}
-	defer closeIter(it, &err)
-	next = after
-	size := 0
-	for it.First(); it.Valid(); it.Next() {
-		k, err := decodeKey(it.Key())
-		if err != nil {
-			return nil, nil, false, err
-		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return nil, nil, false, fmt.Errorf("storage: read partition %s: %w", k, err)
-		}
-		o, err := decodeStored(v)
-		if err != nil {
-			// Unreadable here; anti-entropy replaces it from a replica.
-			s.noteCorrupt(it.Key(), err)
-			continue
-		}
-		entries = append(entries, PartitionEntry{Key: k, Object: o})
-		next = bytes.Clone(it.Key())
-		if size += len(it.Key()) + len(v); size >= maxBytes {
-			more := it.Next()
-			if err := it.Error(); err != nil {
-				return nil, nil, false, fmt.Errorf("storage: read partition %d: %w", p, err)
-			}
-			return entries, next, !more, nil
-		}
-	}
-	if err := it.Error(); err != nil {
-		return nil, nil, false, fmt.Errorf("storage: read partition %d: %w", p, err)
-	}
-	return entries, next, true, nil
+	return entries, next, !more, nil
 }
 
 // DeletePartition removes every object of partition p, its tree and its

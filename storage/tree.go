@@ -234,10 +234,22 @@ func (s *Store) Digests(p uint32, leaves []int) (out []Digest, err error) {
 	return out, nil
 }
 
-func (s *Store) appendDigests(out []Digest, lo, hi []byte) (_ []Digest, err error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+func (s *Store) appendDigests(out []Digest, lo, hi []byte) ([]Digest, error) {
+	err := s.eachObject(s.db, lo, hi, func(k Key, key, raw []byte, o *Object) bool {
+		out = append(out, Digest{Key: k, Hash: digest(key, raw), DeletedAt: deletedAt(o)})
+		return true
+	})
+	return out, err
+}
+
+// eachObject calls fn for every object in [lo, hi) of r, in key order,
+// until fn returns false. Entries whose key or stored bytes do not decode
+// are logged, counted and skipped: everywhere but Get they count as absent.
+// key and raw are valid only during the call.
+func (s *Store) eachObject(r pebble.Reader, lo, hi []byte, fn func(k Key, key, raw []byte, o *Object) bool) (err error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		return nil, fmt.Errorf("storage: digests: %w", err)
+		return fmt.Errorf("storage: scan: %w", err)
 	}
 	defer closeIter(it, &err)
 	for it.First(); it.Valid(); it.Next() {
@@ -248,19 +260,21 @@ func (s *Store) appendDigests(out []Digest, lo, hi []byte) (_ []Digest, err erro
 		}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return nil, fmt.Errorf("storage: digests %s: %w", k, err)
+			return fmt.Errorf("storage: scan %s: %w", k, err)
 		}
 		o, err := decodeStored(v)
 		if err != nil {
 			s.noteCorrupt(it.Key(), err)
 			continue
 		}
-		out = append(out, Digest{Key: k, Hash: digest(it.Key(), v), DeletedAt: deletedAt(o)})
+		if !fn(k, it.Key(), v, o) {
+			break
+		}
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("storage: digests: %w", err)
+		return fmt.Errorf("storage: scan: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // Read returns the stored objects of keys, skipping absent and corrupt
@@ -304,33 +318,15 @@ func (s *Store) RebuildTree(p uint32) (fixed int, err error) {
 	computed, keys := make([]uint64, TreeLeaves), make([]int64, TreeLeaves)
 	var tombs []Key // tombstone-only objects, by the snapshot
 	lo, hi := partitionBounds(p)
-	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
-	if err != nil {
-		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
-	}
-	defer closeIter(it, &err)
-	for it.First(); it.Valid(); it.Next() {
-		k, err := decodeKey(it.Key())
-		if err != nil {
-			s.noteCorrupt(it.Key(), err)
-			continue
-		}
-		v, err := it.ValueAndErr()
-		if err != nil {
-			return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
-		}
-		o, err := decodeStored(v)
-		if err != nil {
-			s.noteCorrupt(it.Key(), err)
-			continue
-		}
-		computed[keyLeaf(it.Key())] ^= digest(it.Key(), v)
-		keys[keyLeaf(it.Key())]++
+	err = s.eachObject(snap, lo, hi, func(k Key, key, raw []byte, o *Object) bool {
+		computed[keyLeaf(key)] ^= digest(key, raw)
+		keys[keyLeaf(key)]++
 		if deletedAt(o) != 0 {
 			tombs = append(tombs, k)
 		}
-	}
-	if err := it.Error(); err != nil {
+		return true
+	})
+	if err != nil {
 		return 0, fmt.Errorf("storage: rebuild %d: %w", p, err)
 	}
 	if err := s.checkTombIndex(snap, p, tombs); err != nil {
