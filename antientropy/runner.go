@@ -390,15 +390,10 @@ func (r *Runner) remote(node string) Replica {
 	})
 }
 
-// pace takes n tokens from the byte limiter, in bursts it allows.
+// pace takes n tokens from the byte limiter. A message larger than a burst
+// pays for one burst: it is let through, not refused.
 func (r *Runner) pace(ctx context.Context, n int) {
-	for n > 0 && ctx.Err() == nil {
-		c := min(n, r.bytes.Burst())
-		if r.bytes.WaitN(ctx, c) != nil {
-			return
-		}
-		n -= c
-	}
+	_ = r.bytes.WaitN(ctx, min(n, r.bytes.Burst()))
 }
 
 // lock takes partition p's lock and returns its unlock.

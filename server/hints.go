@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/quorumkv/quorumkv/storage"
 )
 
@@ -43,7 +45,7 @@ func (n *Node) updateHintGauges() {
 }
 
 // deliverHints makes one pass over the hints of live owners.
-func (n *Node) deliverHints(lim *limiter) {
+func (n *Node) deliverHints(lim limiter) {
 	owners, err := n.store.HintOwners()
 	if err != nil {
 		n.log.Warn("listing hints", "err", err)
@@ -60,7 +62,7 @@ func (n *Node) deliverHints(lim *limiter) {
 				n.log.Warn("reading hints", "owner", owner, "err", err)
 				break
 			}
-			if !lim.wait(n.bg, float64(len(hints))) {
+			if !lim.wait(n.bg, len(hints)) {
 				return
 			}
 			n.deliverBatch(owner, hints)
@@ -133,35 +135,17 @@ func (n *Node) deliverHint(h storage.Hint) {
 	n.metrics.hints.WithLabelValues("delivered").Inc()
 }
 
-// limiter is a token bucket: rate tokens per second, bursts of up to one
-// second's worth.
-type limiter struct {
-	rate   float64
-	tokens float64
-	last   time.Time
+// limiter paces background work: rate tokens per second, in bursts of up
+// to one second's worth.
+type limiter struct{ *rate.Limiter }
+
+func newLimiter(r float64) limiter {
+	return limiter{rate.NewLimiter(rate.Limit(r), max(1, int(r)))}
 }
 
-func newLimiter(rate float64) *limiter {
-	return &limiter{rate: rate, tokens: rate, last: time.Now()}
-}
-
-// wait takes n tokens, sleeping as needed; false if ctx ended first.
-func (l *limiter) wait(ctx context.Context, n float64) bool {
-	for {
-		now := time.Now()
-		l.tokens = min(l.rate, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-		l.last = now
-		if l.tokens >= n || l.tokens >= l.rate {
-			l.tokens -= n
-			return true
-		}
-		need := time.Duration((n - l.tokens) / l.rate * float64(time.Second))
-		t := time.NewTimer(need)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-	}
+// wait takes n tokens, sleeping as needed; false if ctx ended first. A
+// batch larger than a burst pays for one burst: it is let through, not
+// refused.
+func (l limiter) wait(ctx context.Context, n int) bool {
+	return l.WaitN(ctx, min(n, l.Burst())) == nil
 }

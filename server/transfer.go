@@ -44,7 +44,7 @@ func (n *Node) transferLoop() {
 	}
 }
 
-func (n *Node) transferPass(lim *limiter) {
+func (n *Node) transferPass(lim limiter) {
 	id := n.cfg.NodeID
 	pl := n.placement()
 	pulls := pl.Pulls(id)
@@ -195,7 +195,7 @@ func (n *Node) advanceState() {
 
 // pull copies partition p from every source into the local store. The
 // cursor per source is persisted, so a restart resumes where it stopped.
-func (n *Node) pull(p int, sources []string, lim *limiter) error {
+func (n *Node) pull(p int, sources []string, lim limiter) error {
 	if len(sources) == 0 {
 		return errors.New("no source holds the partition")
 	}
@@ -228,7 +228,7 @@ func (n *Node) pull(p int, sources []string, lim *limiter) error {
 				}
 			}
 			n.metrics.transferBytes.Add(float64(size))
-			if !lim.wait(n.bg, float64(size)) {
+			if !lim.wait(n.bg, size) {
 				return n.bg.Err()
 			}
 			if batch.Done {
