@@ -270,6 +270,28 @@ func buildAAEFixture(b *testing.B) (*aaeFixture, error) {
 
 // inject gives d distinct random keys a new version at replica b only (a
 // new dot that supersedes the current one), and returns b's new objects.
+// fetchBytes is what a naive repair pays, after streaming every digest, to
+// fetch the changed objects by key: Read requests and answers through the
+// protocol, per partition.
+func (f *aaeFixture) fetchBytes(ctx context.Context, changed []storage.PartitionEntry) (int, error) {
+	byPart := map[uint32][]storage.Key{}
+	for _, e := range changed {
+		byPart[e.Key.Partition] = append(byPart[e.Key.Partition], e.Key)
+	}
+	total := 0
+	for p, keys := range byPart {
+		r := NewRemote(func(ctx context.Context, op string, body []byte) ([]byte, error) {
+			resp, err := Serve(ctx, Local{Store: benchStore{f.b}}, op, body)
+			total += len(body) + len(resp)
+			return resp, err
+		})
+		if _, err := r.Read(ctx, p, keys); err != nil {
+			return 0, err
+		}
+	}
+	return total, nil
+}
+
 func (f *aaeFixture) inject(rng *rand.Rand, d int) ([]storage.PartitionEntry, error) {
 	if d > f.n {
 		return nil, fmt.Errorf("d = %d exceeds the %d keys", d, f.n)
@@ -356,7 +378,9 @@ func aaeWaitQuiet(limit time.Duration) time.Duration {
 // included), root-bytes/round (the root comparison alone), pct-of-data
 // (bytes/round over one replica's data), naive-bytes/round (streaming every
 // key's digest plus sending the d changed objects, measured through the same
-// protocol), bound-bytes (d × (object size on the wire + tree depth × 8)),
+// protocol, with no request bytes at all), naive-fetch-bytes/round (the
+// same digest stream, then fetching the d objects by key with Read requests,
+// as a naive repair must), bound-bytes (d × (object size on the wire + tree depth × 8)),
 // cpu-s/round (user+system time of the process: both replicas, protocol
 // encoding and decoding, Pebble), keys-repaired. ns/op is the round's wall
 // time.
@@ -398,7 +422,7 @@ func BenchmarkExchange(b *testing.B) {
 		b.Run(fmt.Sprintf("d=%d", d), func(b *testing.B) {
 			b.StopTimer()
 			rng := rand.New(rand.NewPCG(uint64(d), f.rounds.Add(1)))
-			var bytes, roots, objBytes, cpu float64
+			var bytes, roots, objBytes, fetchBytes, cpu float64
 			var repaired int
 			for range b.N {
 				if ok, err := f.converged(ctx); err != nil || !ok {
@@ -413,6 +437,11 @@ func BenchmarkExchange(b *testing.B) {
 				}
 				if d > 0 {
 					objBytes += float64(len(appendEntries(nil, changed)))
+					fb, err := f.fetchBytes(ctx, changed)
+					if err != nil {
+						b.Fatal(err)
+					}
+					fetchBytes += float64(fb)
 				}
 				aaeWaitQuiet(time.Minute)
 				runtime.GC()
@@ -446,6 +475,7 @@ func BenchmarkExchange(b *testing.B) {
 			b.ReportMetric(perRound(roots), "root-bytes/round")
 			b.ReportMetric(100*perRound(bytes)/float64(f.dataBytes), "pct-of-data")
 			b.ReportMetric(float64(f.naiveBytes)+perRound(objBytes), "naive-bytes/round")
+			b.ReportMetric(float64(f.naiveBytes)+perRound(fetchBytes), "naive-fetch-bytes/round")
 			b.ReportMetric(perRound(objBytes)+float64(d*f.depth*8), "bound-bytes")
 			b.ReportMetric(perRound(cpu), "cpu-s/round")
 			b.ReportMetric(perRound(float64(repaired)), "keys-repaired")
