@@ -526,18 +526,8 @@ func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byt
 		raw = appendStored(nil, o)
 		_ = b.Set(key, raw, nil)
 	}
-	if s.cfg.DisableTree {
-		// Benchmarks measure what follows: hashing both versions and one
-		// more batch entry.
-	} else if d := digest(key, cur.raw) ^ digest(key, raw); d != 0 {
-		n := int64(0) // objects added: absent and corrupt count as none
-		if raw != nil {
-			n++
-		}
-		if cur.raw != nil {
-			n--
-		}
-		_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), leafOperand(d, n), nil)
+	if !s.cfg.DisableTree {
+		s.stageLeaf(b, key, cur.raw, raw)
 	}
 	if at := deletedAt(o); at != 0 {
 		_ = b.Set(tombKey(key), tombValue(at, digest(key, raw)), nil)
@@ -545,6 +535,23 @@ func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byt
 		_ = b.Delete(tombKey(key), nil)
 	}
 	return raw
+}
+
+// stageLeaf adds to b the update of key's tree leaf for its stored bytes
+// going from old to new (nil: absent, or corrupt).
+func (s *Store) stageLeaf(b *pebble.Batch, key, old, new []byte) {
+	d := digest(key, old) ^ digest(key, new)
+	if d == 0 {
+		return
+	}
+	var n int64 // objects added
+	if new != nil {
+		n++
+	}
+	if old != nil {
+		n--
+	}
+	_ = b.Merge(treeKey(binary.BigEndian.Uint32(key[1:5]), keyLeaf(key)), leafOperand(d, n), nil)
 }
 
 // tombValue is a tombstone index entry's value.
