@@ -149,7 +149,9 @@ func (c *testCluster) waitSettled() {
 			}
 		}
 	}()
-	eventually(c.t, "the cluster to settle", func() bool {
+	// Joins pull every partition; with the race detector and other test
+	// packages sharing two cores a 5-node cluster can take well over 10 s.
+	eventuallyWithin(c.t, 45*time.Second, "the cluster to settle", func() bool {
 		version := ""
 		for _, id := range c.running() {
 			n := c.servers[id].Node
@@ -265,10 +267,16 @@ func (c *testCluster) must(want int, r response) response {
 	return r
 }
 
-// eventually polls cond until it holds or the deadline passes.
+// eventually polls cond until it holds or 10 s pass.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	eventuallyWithin(t, 10*time.Second, what, cond)
+}
+
+// eventuallyWithin polls cond until it holds or d passes.
+func eventuallyWithin(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

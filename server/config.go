@@ -194,7 +194,7 @@ func (c *Config) FastTiming() {
 	c.Gossip.TCPTimeout = time.Second
 	c.Gossip.JoinRetryMax = 200 * time.Millisecond
 	c.Handoff.Interval = 50 * time.Millisecond
-	c.AntiEntropy.Interval = 200 * time.Millisecond
+	c.AntiEntropy.Interval = 500 * time.Millisecond
 	c.AntiEntropy.ExchangeRate = 1000
 	c.AntiEntropy.CallTimeout = 2 * time.Second
 	c.AntiEntropy.BusyWait = 100 * time.Millisecond
