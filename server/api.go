@@ -171,7 +171,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, r, "get", fmt.Errorf("%w: %s/%q", ErrNotFound, req.key.Bucket, req.key.Key))
 		return
 	}
-	n.metrics.siblings.Observe(float64(len(obj.Live())))
+	n.metrics.siblings.Observe(float64(len(obj.Versions())))
 	n.writeObject(w, obj, obj.Context)
 }
 
@@ -180,7 +180,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 // hand back.
 func (n *Node) writeObject(w http.ResponseWriter, obj *storage.Object, ctx storage.Context) {
 	n.objectHeaders(w, obj, ctx)
-	switch live := obj.Live(); len(live) {
+	switch live := obj.Versions(); len(live) {
 	case 0:
 		writeJSON(w, http.StatusNotFound, errorBody{Error: "not_found", Message: "deleted"})
 	case 1:
@@ -245,7 +245,7 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, r, op, err)
 		return
 	}
-	write := storage.Write{Tombstone: op == "delete", SiblingLimit: n.cfg.SiblingLimit}
+	write := storage.Write{Tombstone: op == "delete", SiblingLimit: n.cfg.SiblingLimit, RequestID: req.requestID}
 	if op == "put" {
 		if write.Value, write.ContentType, err = n.readBody(w, r); err != nil {
 			n.fail(w, r, op, err)
@@ -291,7 +291,7 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 		// The context covers exactly the siblings returned (and what they
 		// superseded).
 		n.objectHeaders(w, written.Object, written.Object.Context)
-		writeJSON(w, http.StatusOK, siblingsBody(written.Object.Live()))
+		writeJSON(w, http.StatusOK, siblingsBody(written.Object.Versions()))
 		return
 	}
 	n.objectHeaders(w, written.Object, written.Context)
@@ -319,7 +319,7 @@ func (n *Node) forward(ctx context.Context, w http.ResponseWriter, r *http.Reque
 			n.fail(w, r, op, err)
 			return
 		}
-		for _, h := range []string{"Content-Type", "X-Context"} {
+		for _, h := range []string{"Content-Type", "X-Context", "X-Request-Id"} {
 			if v := r.Header.Get(h); v != "" {
 				req.Header.Set(h, v)
 			}

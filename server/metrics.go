@@ -16,6 +16,7 @@ type metrics struct {
 	siblings       prometheus.Histogram
 	replicaCalls   *prometheus.CounterVec // op, result
 	forwarded      prometheus.Counter
+	coordinated    *prometheus.CounterVec // op, replica
 	hints          *prometheus.CounterVec // event: stored, refused, delivered, slow, forwarded
 	pendingHints   *prometheus.GaugeVec   // kind: durable, slow
 	transfers      prometheus.Gauge
@@ -53,6 +54,10 @@ func newMetrics() *metrics {
 			Name: "quorumkv_replica_calls_total",
 			Help: "Calls from this coordinator to replicas (itself included), by operation and result.",
 		}, []string{"op", "result"}),
+		coordinated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "quorumkv_requests_coordinated_total",
+			Help: "Client requests this node received, by operation and by whether it was a counting replica of the key (a key-aware client sends every request to one).",
+		}, []string{"op", "replica"}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "quorumkv_forwarded_writes_total",
 			Help: "Writes this node forwarded to a replica of the key because it is not one.",
@@ -83,7 +88,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.hints, m.pendingHints, m.transfers, m.transfersDone, m.transferBytes, m.memberChanges)
-	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded,
+	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded, m.coordinated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

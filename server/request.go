@@ -70,6 +70,7 @@ type kvRequest struct {
 	hasContext bool
 	returnBody bool
 	sloppy     bool
+	requestID  string // X-Request-Id: the client's id of a write, kept with it
 }
 
 func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
@@ -78,6 +79,9 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 		return kvRequest{}, err
 	}
 	req := kvRequest{key: n.keyFor(bucket, key), r: n.cfg.R, w: n.cfg.W, sloppy: true}
+	op := map[string]string{http.MethodGet: "get", http.MethodHead: "get", http.MethodPut: "put", http.MethodDelete: "delete"}[r.Method]
+	replica := n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID)
+	n.metrics.coordinated.WithLabelValues(op, strconv.FormatBool(replica)).Inc()
 	q := r.URL.Query()
 	if req.r, err = parseQuorum(q, "r", n.cfg.R, n.cfg.Ring.N); err != nil {
 		return kvRequest{}, err
@@ -108,7 +112,25 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 		}
 		req.hasContext = true
 	}
+	if req.requestID = r.Header.Get("X-Request-Id"); req.requestID != "" && !validRequestID(req.requestID) {
+		return kvRequest{}, badRequest("X-Request-Id must be 1 to %d bytes of letters, digits and ._:-", storage.MaxRequestID)
+	}
 	return req, nil
+}
+
+// validRequestID reports whether id may name a write: short, and plain
+// enough to log and to pass through any proxy.
+func validRequestID(id string) bool {
+	if len(id) == 0 || len(id) > storage.MaxRequestID {
+		return false
+	}
+	for _, c := range []byte(id) {
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._:-", c) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // parseQuorum reads r or w: 1..n, one, quorum or all.

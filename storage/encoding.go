@@ -19,13 +19,20 @@ import (
 //	vector:   count, then each as actor index + counter
 //	dots:     count, then each as actor index + counter
 //	siblings: count, then each as
-//	          actor index + counter, flags byte (bit 0: tombstone),
+//	          actor index + counter, flags byte (bit 0: tombstone,
+//	          bit 1: a request id follows), [request id length + bytes],
 //	          content type length + bytes, last-modified (zigzag varint),
 //	          value length + bytes
 //
 // Actor names appear once per object; dots refer to them by index. A causal
 // context token is the same layout without siblings, base64url-encoded.
 const formatV1 = 1
+
+// Sibling flags.
+const (
+	flagTombstone = 1 << iota
+	flagRequestID
+)
 
 // Limits on decoded input, so that garbage cannot make the decoder allocate
 // without bound. They are far above what valid objects reach.
@@ -34,6 +41,8 @@ const (
 	maxActorLen    = 256
 	maxSiblings    = 1 << 16
 	maxContentType = 256
+	// MaxRequestID bounds a write's request id, in bytes.
+	MaxRequestID = 64
 	// MaxCounter bounds dot counters, so issuing the next dot never
 	// overflows.
 	MaxCounter = math.MaxUint64 >> 2
@@ -96,9 +105,15 @@ func AppendObject(buf []byte, o *Object) []byte {
 		e.uvarint(s.Dot.Counter)
 		var flags byte
 		if s.Tombstone {
-			flags |= 1
+			flags |= flagTombstone
+		}
+		if s.RequestID != "" {
+			flags |= flagRequestID
 		}
 		e.buf = append(e.buf, flags)
+		if s.RequestID != "" {
+			e.bytes([]byte(s.RequestID))
+		}
 		e.bytes([]byte(s.ContentType))
 		e.buf = binary.AppendVarint(e.buf, s.LastModified)
 		e.bytes(s.Value)
@@ -220,10 +235,15 @@ func DecodeObject(buf []byte) (*Object, error) {
 		}
 		flags := d.buf[0]
 		d.buf = d.buf[1:]
-		if flags&^1 != 0 {
+		if flags&^(flagTombstone|flagRequestID) != 0 {
 			d.fail("unknown flags %#x", flags)
 		}
-		s.Tombstone = flags&1 != 0
+		s.Tombstone = flags&flagTombstone != 0
+		if flags&flagRequestID != 0 {
+			if s.RequestID = string(d.bytes("request id", MaxRequestID)); d.err == nil && s.RequestID == "" {
+				d.fail("empty request id")
+			}
+		}
 		s.ContentType = string(d.bytes("content type", maxContentType))
 		if d.err == nil {
 			v, k := binary.Varint(d.buf)

@@ -8,7 +8,11 @@ import (
 
 // A Sibling is one version of a key.
 type Sibling struct {
-	Dot         Dot
+	Dot Dot
+	// RequestID is the client's id of the logical write (X-Request-Id),
+	// or empty. A write retried through another coordinator gets a second
+	// dot: two siblings with one RequestID are one write (see Versions).
+	RequestID   string
 	Value       []byte
 	ContentType string
 	// LastModified is the coordinator's wall clock at the write, in Unix
@@ -38,6 +42,37 @@ func (o *Object) Live() []Sibling {
 		}
 	}
 	return live
+}
+
+// Versions returns the live siblings with the retries of one write folded
+// into one (the one with the smallest dot): what a client sees as the
+// object's versions. The object's context covers every dot, so a write
+// with it supersedes all of them.
+func (o *Object) Versions() []Sibling {
+	var out []Sibling
+	seen := map[string]bool{}
+	for _, s := range o.Live() { // sorted by dot: the smallest comes first
+		if s.RequestID != "" {
+			if seen[s.RequestID] {
+				continue
+			}
+			seen[s.RequestID] = true
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// retried returns the request ids of o's siblings whose dots ctx covers:
+// writes the client saw, whose retries it has seen too.
+func (o *Object) retried(ctx Context) map[string]bool {
+	ids := map[string]bool{}
+	for _, s := range o.Siblings {
+		if s.RequestID != "" && ctx.Covers(s.Dot) {
+			ids[s.RequestID] = true
+		}
+	}
+	return ids
 }
 
 // IsDeleted reports whether every sibling is a tombstone.
@@ -105,6 +140,7 @@ func minSibling(a, b Sibling) Sibling {
 		bytes.Compare(a.Value, b.Value),
 		cmp.Compare(a.ContentType, b.ContentType),
 		cmp.Compare(a.LastModified, b.LastModified),
+		cmp.Compare(a.RequestID, b.RequestID),
 	)
 	if c == 0 && a.Tombstone != b.Tombstone {
 		c = -1
@@ -121,7 +157,8 @@ func minSibling(a, b Sibling) Sibling {
 // Update applies a client write to the object a replica holds. The new
 // version s gets the dot d, which the replica issued; ctx is the causal
 // context the client read. The write supersedes exactly the siblings ctx
-// covers; all others survive as siblings of s.
+// covers, and the retries of those (siblings with their RequestID); all
+// others survive as siblings of s.
 //
 // It returns the new object and the context to hand back to the client: the
 // client's context plus the new dot, covering nothing the client has not
@@ -133,8 +170,9 @@ func Update(o *Object, d Dot, ctx Context, s Sibling) (*Object, Context) {
 	s.Dot = d
 	issuedBefore := o.Context.Max(d.Actor)
 	out := &Object{Context: o.Context.Join(ctx).with(d, issuedBefore)}
+	seen := o.retried(ctx)
 	for _, old := range o.Siblings {
-		if !ctx.Covers(old.Dot) {
+		if !ctx.Covers(old.Dot) && !seen[old.RequestID] {
 			out.Siblings = append(out.Siblings, old)
 		}
 	}

@@ -45,7 +45,11 @@ func genContext() *rapid.Generator[Context] {
 }
 
 func sibling(d Dot) Sibling {
-	return Sibling{Dot: d, Value: fmt.Appendf(nil, `"%s/%d"`, d.Actor, d.Counter), ContentType: "application/json", LastModified: int64(d.Counter)}
+	s := Sibling{Dot: d, Value: fmt.Appendf(nil, `"%s/%d"`, d.Actor, d.Counter), ContentType: "application/json", LastModified: int64(d.Counter)}
+	if d.Counter > 4 { // counters 5 and 6 of any actor: retries of two writes
+		s.RequestID = fmt.Sprintf("req-%d", d.Counter)
+	}
+	return s
 }
 
 func equalObjects(a, b *Object) bool {
@@ -78,8 +82,9 @@ func TestMergeLaws(t *testing.T) {
 }
 
 // A write carrying a read's context supersedes exactly the siblings that read
-// saw, and the context it returns covers only the new version and the
-// request's own context.
+// saw (and the retries of those: siblings with their request id), and the
+// context it returns covers only the new version and the request's own
+// context.
 func TestUpdateSupersedesExactlyWhatWasRead(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		replica := genObject().Draw(t, "replica")
@@ -91,8 +96,11 @@ func TestUpdateSupersedesExactlyWhatWasRead(t *testing.T) {
 
 		for _, s := range replica.Siblings {
 			kept := slices.ContainsFunc(obj.Siblings, func(x Sibling) bool { return x.Dot == s.Dot })
-			if kept == ctx.Covers(s.Dot) {
-				t.Fatalf("sibling %v: kept=%v but covered=%v", s.Dot, kept, ctx.Covers(s.Dot))
+			seen := ctx.Covers(s.Dot) || s.RequestID != "" && slices.ContainsFunc(replica.Siblings, func(x Sibling) bool {
+				return x.RequestID == s.RequestID && ctx.Covers(x.Dot)
+			})
+			if kept == seen {
+				t.Fatalf("sibling %v: kept=%v but seen=%v", s.Dot, kept, seen)
 			}
 		}
 		if !slices.ContainsFunc(obj.Siblings, func(x Sibling) bool { return x.Dot == d }) {
@@ -206,5 +214,25 @@ func TestNoSiblingExplosion(t *testing.T) {
 	}
 	if n := len(obj.Siblings); n != 2 {
 		t.Fatalf("got %d siblings, want 2", n)
+	}
+}
+
+// Versions folds the retries of one write (siblings with one request id)
+// into the one with the smallest dot.
+func TestVersionsFoldRetries(t *testing.T) {
+	a5, c5, b2 := sibling(Dot{"a.1", 5}), sibling(Dot{"c.1", 5}), sibling(Dot{"b.1", 2})
+	o := Merge(&Object{Context: Context{Dots: []Dot{a5.Dot}}, Siblings: []Sibling{a5}},
+		&Object{Context: Context{Dots: []Dot{c5.Dot, b2.Dot}}, Siblings: []Sibling{b2, c5}})
+	if len(o.Siblings) != 3 {
+		t.Fatalf("merge kept %d siblings, want all 3 dots", len(o.Siblings))
+	}
+	got := o.Versions()
+	if len(got) != 2 || got[0].Dot != a5.Dot || got[1].Dot != b2.Dot {
+		t.Fatalf("versions %+v, want a.1:5 (for req-5) and b.1:2", got)
+	}
+	// A write that saw the retry c.1:5 supersedes its first attempt too.
+	obj, _ := Update(o, Dot{"b.1", 3}, Context{Dots: []Dot{c5.Dot}}, Sibling{Value: []byte(`"x"`)})
+	if v := obj.Versions(); len(v) != 2 || v[0].Dot != b2.Dot || v[1].Dot != (Dot{"b.1", 3}) {
+		t.Fatalf("after a write that saw the retry: %+v", v)
 	}
 }

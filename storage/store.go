@@ -357,6 +357,11 @@ type Write struct {
 	Tombstone   bool
 	// Now is the wall-clock time recorded as LastModified (display only).
 	Now time.Time
+	// RequestID is the client's id of this logical write (X-Request-Id),
+	// kept with the version. If the object already holds a version with
+	// this id, the write is a retry of it: Put issues no new version and
+	// answers with that one (Written.Retry).
+	RequestID string
 	// SiblingLimit refuses the write with ErrTooManySiblings when it would
 	// add a sibling to an object that already has this many. Zero means no
 	// limit.
@@ -375,6 +380,10 @@ type Written struct {
 	Object  *Object // the stored object after the write
 	Context Context // the context to return: the client's plus the new dot
 	Dot     Dot     // the new version's dot
+	// Retry is set when the write was a retry of a version this replica
+	// already held (same RequestID): nothing new was written, and Dot is
+	// that version's.
+	Retry bool
 }
 
 // Put coordinates a client write at this replica: it issues a new dot, lets
@@ -398,12 +407,21 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	if err := s.checkContext(w.Context); err != nil {
 		return Written{}, err
 	}
+	if w.RequestID != "" {
+		if retry, ok := retryOf(cur, w); ok {
+			if w.Issued != nil {
+				w.Issued(cur) // the other replicas may have missed the first attempt
+			}
+			return retry, nil
+		}
+	}
 	c, err := s.nextCounter(max(cur.Context.Max(s.actor), w.Context.Max(s.actor)))
 	if err != nil {
 		return Written{}, err
 	}
 	d := Dot{Actor: s.actor, Counter: c}
 	obj, ctx := Update(cur, d, w.Context, Sibling{
+		RequestID:    w.RequestID,
 		Value:        w.Value,
 		ContentType:  w.ContentType,
 		LastModified: w.Now.UnixNano(),
@@ -422,6 +440,22 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 		return Written{}, fmt.Errorf("storage: put %s: %w", k, err)
 	}
 	return Written{Object: obj, Context: ctx, Dot: d}, nil
+}
+
+// retryOf reports whether w retries a write cur already holds (a sibling
+// with w's RequestID), and the answer to give: cur unchanged, and the
+// client's context plus every dot of that write.
+func retryOf(cur *Object, w Write) (Written, bool) {
+	var dots []Dot
+	for _, s := range cur.Siblings {
+		if s.RequestID == w.RequestID {
+			dots = append(dots, s.Dot)
+		}
+	}
+	if len(dots) == 0 {
+		return Written{}, false
+	}
+	return Written{Object: cur, Context: w.Context.Join(Context{Dots: dots}), Dot: dots[0], Retry: true}, true
 }
 
 // checkContext refuses a client context that covers dots of this actor
