@@ -160,6 +160,10 @@ func (n *Node) addr(node string) (string, bool) {
 // ID returns the node id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
+// GossipAddr returns the address memberlist listens on (host:port), which
+// other nodes join through: the bound port when the configured one was 0.
+func (n *Node) GossipAddr() string { return *n.gossip.addr.Load() }
+
 // placement returns the current placement.
 func (n *Node) placement() *ring.Placement { return n.gossip.placement.Load() }
 
