@@ -350,6 +350,9 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 	if err != nil {
 		return storage.Written{}, err
 	}
+	if written.Retry {
+		n.metrics.retries.Inc()
+	}
 	acked := 1
 	for i := 0; acked < wq && i < len(counting); i++ {
 		select {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/quorumkv/quorumkv/storage"
 )
 
@@ -20,6 +22,9 @@ func TestRetriedWriteAddsNoVersion(t *testing.T) {
 		if err != nil || len(o.Siblings) != 1 || o.Siblings[0].RequestID != "req-1" {
 			t.Fatalf("%s holds %+v (%v), want one version of req-1", id, o, err)
 		}
+	}
+	if got := testutil.ToFloat64(c.servers["n2"].Node.metrics.retries); got != 1 {
+		t.Fatalf("n2 counted %v retries, want 1", got)
 	}
 	if first.header.Get("X-Context") != retry.header.Get("X-Context") {
 		t.Fatalf("the retry answered context %s, the first attempt %s", retry.header.Get("X-Context"), first.header.Get("X-Context"))

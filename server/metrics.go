@@ -17,6 +17,7 @@ type metrics struct {
 	replicaCalls   *prometheus.CounterVec // op, result
 	forwarded      prometheus.Counter
 	coordinated    *prometheus.CounterVec // op, replica
+	retries        prometheus.Counter
 	hints          *prometheus.CounterVec // event: stored, refused, delivered, slow, forwarded
 	pendingHints   *prometheus.GaugeVec   // kind: durable, slow
 	transfers      prometheus.Gauge
@@ -58,6 +59,10 @@ func newMetrics() *metrics {
 			Name: "quorumkv_requests_coordinated_total",
 			Help: "Client requests this node received, by operation and by whether it was a counting replica of the key (a key-aware client sends every request to one).",
 		}, []string{"op", "replica"}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_write_retries_total",
+			Help: "Writes whose X-Request-Id this coordinator already held: retries, answered with the stored version instead of a new one.",
+		}),
 		forwarded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "quorumkv_forwarded_writes_total",
 			Help: "Writes this node forwarded to a replica of the key because it is not one.",
@@ -88,7 +93,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.hints, m.pendingHints, m.transfers, m.transfersDone, m.transferBytes, m.memberChanges)
-	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded, m.coordinated,
+	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded, m.coordinated, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
