@@ -87,11 +87,7 @@ func giveUp(ctxErr error, attempts int, last error) error {
 // context.DeadlineExceeded if that would end past ctx's deadline, and with
 // ctx's error if ctx ends while it waits.
 func (c *Client) sleep(ctx context.Context, k int) error {
-	ceiling := c.cfg.backoffBase
-	for i := 1; i < k && ceiling < c.cfg.backoffMax; i++ {
-		ceiling *= 2
-	}
-	ceiling = min(ceiling, c.cfg.backoffMax)
+	ceiling := backoffCeiling(c.cfg.backoffBase, c.cfg.backoffMax, k)
 	var d time.Duration
 	if ceiling > 0 {
 		d = rand.N(ceiling)
@@ -110,6 +106,15 @@ func (c *Client) sleep(ctx context.Context, k int) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// backoffCeiling is min(max, base·2^(k-1)).
+func backoffCeiling(base, max time.Duration, k int) time.Duration {
+	ceiling := base
+	for i := 1; i < k && ceiling < max; i++ {
+		ceiling *= 2
+	}
+	return min(ceiling, max)
 }
 
 // attempt sends req once to addr and reads the answer.
