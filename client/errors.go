@@ -44,6 +44,7 @@ type APIError struct {
 	Message string
 }
 
+// Error returns "quorumkv: <status> <code>: <message>".
 func (e *APIError) Error() string {
 	code := e.Code
 	if code == "" {
@@ -78,6 +79,7 @@ type QuorumError struct {
 	Message string
 }
 
+// Error returns "quorumkv: " and the server's message.
 func (e *QuorumError) Error() string {
 	return "quorumkv: " + e.Message
 }

@@ -22,6 +22,7 @@ const (
 	RoundRobin
 )
 
+// String returns "key-aware" or "round-robin".
 func (r Routing) String() string {
 	switch r {
 	case KeyAware:
@@ -222,6 +223,7 @@ func ReturnBody() CallOption { return func(c *callConfig) { c.returnBody = true 
 // RequestID sets the X-Request-Id of a Put or Delete: 1 to 64 bytes from
 // [A-Za-z0-9._:-]. The server collapses versions written with the same
 // request id, so repeating a write with the same id (after a crash of the
-// caller, say) never adds a sibling. Default: a random id per call, reused
-// by its retries.
+// caller, say) never adds a sibling. Never reuse an id for a different
+// write: versions with one id are shown as one. Default: a random id per
+// call, reused by its retries.
 func RequestID(id string) CallOption { return func(c *callConfig) { c.requestID = id } }
