@@ -108,6 +108,9 @@ func (c *Client) sleep(ctx context.Context, k int) error {
 	}
 }
 
+// maxServerTimeout is the longest ?timeout= every node accepts.
+const maxServerTimeout = 60 * time.Second
+
 // backoffCeiling is min(max, base·2^(k-1)).
 func backoffCeiling(base, max time.Duration, k int) time.Duration {
 	ceiling := base
@@ -130,6 +133,11 @@ func (c *Client) attempt(ctx context.Context, addr string, req *request, cc *cal
 		deadline = d
 		left := d.Sub(now)
 		left -= min(left/10, 100*time.Millisecond)
+		if cc.timeout == 0 {
+			// Every node accepts up to 60s (more only if its --timeout
+			// is larger); only an explicit Timeout asks for more.
+			left = min(left, maxServerTimeout)
+		}
 		ms := max(left.Milliseconds(), 1)
 		query = cloneValues(req.query)
 		query.Set("timeout", strconv.FormatInt(ms, 10)+"ms")
