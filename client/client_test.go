@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,23 +90,24 @@ func TestOperations(t *testing.T) {
 	defer rec.close()
 	c := newClient(t, cl.endpoints(), client.WithHTTPClient(&http.Client{Transport: rec}), client.WithBearerToken("s3cret"))
 	ctx := testCtx(t)
+	ops := fresh("ops")
 	if c.RingVersion() == "" {
 		t.Fatal("key-aware client has no table after New")
 	}
-	if got := len(c.Replicas("ops", "k")); got != 3 {
+	if got := len(c.Replicas(ops, "k")); got != 3 {
 		t.Fatalf("Replicas: %d addresses, want N=3", got)
 	}
 
 	t.Run("put and get bytes", func(t *testing.T) {
 		before := time.Now().Add(-time.Second)
-		res, err := c.Put(ctx, "ops", "bytes", []byte("\x00hello\xff"), client.ContentType("text/plain"))
+		res, err := c.Put(ctx, ops, "bytes", []byte("\x00hello\xff"), client.ContentType("text/plain"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if res.Context == "" || len(res.Siblings) != 0 || res.RingVersion == "" {
 			t.Fatalf("Put result %+v", res)
 		}
-		got, err := c.Get(ctx, "ops", "bytes")
+		got, err := c.Get(ctx, ops, "bytes")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,36 +120,36 @@ func TestOperations(t *testing.T) {
 			t.Fatalf("sibling %+v, context %q", s, got.Context)
 		}
 		// The default content type.
-		if _, err := c.Put(ctx, "ops", "raw", []byte{1, 2}); err != nil {
+		if _, err := c.Put(ctx, ops, "raw", []byte{1, 2}); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := c.Get(ctx, "ops", "raw"); err != nil || got.Siblings[0].ContentType != "application/octet-stream" {
+		if got, err := c.Get(ctx, ops, "raw"); err != nil || got.Siblings[0].ContentType != "application/octet-stream" {
 			t.Fatalf("raw: %+v %v", got, err)
 		}
 	})
 
 	t.Run("json", func(t *testing.T) {
 		want := user{Name: "Ada", Langs: []string{"en", "fr"}}
-		if _, err := client.PutJSON(ctx, c, "ops", "ada", want); err != nil {
+		if _, err := client.PutJSON(ctx, c, ops, "ada", want); err != nil {
 			t.Fatal(err)
 		}
-		got, res, err := client.GetJSON[user](ctx, c, "ops", "ada", client.R(3))
+		got, res, err := client.GetJSON[user](ctx, c, ops, "ada", client.R(3))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got.Name != want.Name || len(got.Langs) != 2 || !res.Siblings[0].JSON || res.Siblings[0].ContentType != "application/json" {
 			t.Fatalf("GetJSON %+v %+v", got, res)
 		}
-		if _, err := client.PutJSON(ctx, c, "ops", "bad", func() {}); err == nil {
+		if _, err := client.PutJSON(ctx, c, ops, "bad", func() {}); err == nil {
 			t.Fatal("PutJSON of a func succeeded")
 		}
 	})
 
 	t.Run("quorum and timeout options", func(t *testing.T) {
-		if _, err := c.Put(ctx, "ops", "q", []byte(`1`), client.W(3), client.R(3), client.Sloppy(false), client.Timeout(2*time.Second)); err != nil {
+		if _, err := c.Put(ctx, ops, "q", []byte(`1`), client.W(3), client.R(3), client.Sloppy(false), client.Timeout(2*time.Second)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Get(ctx, "ops", "q", client.R(1), client.Sloppy(false), client.Timeout(2*time.Second)); err != nil {
+		if _, err := c.Get(ctx, ops, "q", client.R(1), client.Sloppy(false), client.Timeout(2*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		last := rec.records()
@@ -171,7 +173,7 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("return body", func(t *testing.T) {
-		res, err := c.Put(ctx, "ops", "rb", []byte(`{"v":1}`), client.ContentType("application/json"), client.ReturnBody())
+		res, err := c.Put(ctx, ops, "rb", []byte(`{"v":1}`), client.ContentType("application/json"), client.ReturnBody())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,12 +185,12 @@ func TestOperations(t *testing.T) {
 	t.Run("keys are taken literally", func(t *testing.T) {
 		keys := []string{"a/b", "a%2Fb", "sp ace", "q?x=1#f", "ü/€", "+plus", strings.Repeat("k", 1024)}
 		for i, k := range keys {
-			if _, err := c.Put(ctx, "ops", k, []byte(fmt.Sprint(i))); err != nil {
+			if _, err := c.Put(ctx, ops, k, []byte(fmt.Sprint(i))); err != nil {
 				t.Fatalf("Put %q: %v", k, err)
 			}
 		}
 		for i, k := range keys {
-			res, err := c.Get(ctx, "ops", k, client.R(3))
+			res, err := c.Get(ctx, ops, k, client.R(3))
 			if err != nil {
 				t.Fatalf("Get %q: %v", k, err)
 			}
@@ -199,7 +201,7 @@ func TestOperations(t *testing.T) {
 	})
 
 	t.Run("not found and delete", func(t *testing.T) {
-		res, err := c.Get(ctx, "ops", "never-written")
+		res, err := c.Get(ctx, ops, "never-written")
 		if !errors.Is(err, client.ErrNotFound) {
 			t.Fatalf("absent key: %v", err)
 		}
@@ -209,46 +211,46 @@ func TestOperations(t *testing.T) {
 		if _, err := res.Value(); !errors.Is(err, client.ErrNotFound) {
 			t.Fatalf("Value of a 404: %v", err)
 		}
-		if _, _, err := client.GetJSON[user](ctx, c, "ops", "never-written"); !errors.Is(err, client.ErrNotFound) {
+		if _, _, err := client.GetJSON[user](ctx, c, ops, "never-written"); !errors.Is(err, client.ErrNotFound) {
 			t.Fatalf("GetJSON absent: %v", err)
 		}
-		if _, err := c.Put(ctx, "ops", "del", []byte("x")); err != nil {
+		if _, err := c.Put(ctx, ops, "del", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Delete(ctx, "ops", "del", client.W(3)); err != nil {
+		if err := c.Delete(ctx, ops, "del", client.W(3)); err != nil {
 			t.Fatal(err)
 		}
-		res, err = c.Get(ctx, "ops", "del", client.R(3))
+		res, err = c.Get(ctx, ops, "del", client.R(3))
 		if !errors.Is(err, client.ErrNotFound) || !res.Deleted || res.Context == "" {
 			t.Fatalf("deleted key: %+v %v", res, err)
 		}
 		// A write with the tombstone's context supersedes the delete.
-		if _, err := c.Put(ctx, "ops", "del", []byte("back"), client.WithContext(res.Context)); err != nil {
+		if _, err := c.Put(ctx, ops, "del", []byte("back"), client.WithContext(res.Context)); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := c.Get(ctx, "ops", "del", client.R(3)); err != nil || len(got.Siblings) != 1 {
+		if got, err := c.Get(ctx, ops, "del", client.R(3)); err != nil || len(got.Siblings) != 1 {
 			t.Fatalf("after re-put: %+v %v", got, err)
 		}
 		// Deleting an absent key succeeds.
-		if err := c.Delete(ctx, "ops", "never-written-either"); err != nil {
+		if err := c.Delete(ctx, ops, "never-written-either"); err != nil {
 			t.Fatal(err)
 		}
 	})
 
 	t.Run("siblings", func(t *testing.T) {
-		read, err := c.Get(ctx, "ops", "sib")
+		read, err := c.Get(ctx, ops, "sib")
 		if !errors.Is(err, client.ErrNotFound) {
 			t.Fatal(err)
 		}
 		// Two writers from the same (empty) context are concurrent: one
 		// JSON, one binary, so that the 300 carries both encodings.
-		if _, err := client.PutJSON(ctx, c, "ops", "sib", user{Name: "one"}, client.WithContext(read.Context)); err != nil {
+		if _, err := client.PutJSON(ctx, c, ops, "sib", user{Name: "one"}, client.WithContext(read.Context)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Put(ctx, "ops", "sib", []byte{0xff, 0}, client.WithContext(read.Context)); err != nil {
+		if _, err := c.Put(ctx, ops, "sib", []byte{0xff, 0}, client.WithContext(read.Context)); err != nil {
 			t.Fatal(err)
 		}
-		res, err := c.Get(ctx, "ops", "sib", client.R(3))
+		res, err := c.Get(ctx, ops, "sib", client.R(3))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,17 +279,17 @@ func TestOperations(t *testing.T) {
 		if _, err := res.Value(); !errors.Is(err, client.ErrSiblings) {
 			t.Fatalf("Value of siblings: %v", err)
 		}
-		if _, r2, err := client.GetJSON[user](ctx, c, "ops", "sib", client.R(3)); !errors.Is(err, client.ErrSiblings) || len(r2.Siblings) != 2 {
+		if _, r2, err := client.GetJSON[user](ctx, c, ops, "sib", client.R(3)); !errors.Is(err, client.ErrSiblings) || len(r2.Siblings) != 2 {
 			t.Fatalf("GetJSON of siblings: %v", err)
 		}
 		if client.IsRetryable(err) {
 			t.Fatal("ErrSiblings is retryable")
 		}
 		// Writing with the 300's context resolves them.
-		if _, err := client.PutJSON(ctx, c, "ops", "sib", user{Name: "merged"}, client.WithContext(res.Context), client.W(3)); err != nil {
+		if _, err := client.PutJSON(ctx, c, ops, "sib", user{Name: "merged"}, client.WithContext(res.Context), client.W(3)); err != nil {
 			t.Fatal(err)
 		}
-		got, _, err := client.GetJSON[user](ctx, c, "ops", "sib", client.R(3))
+		got, _, err := client.GetJSON[user](ctx, c, ops, "sib", client.R(3))
 		if err != nil || got.Name != "merged" {
 			t.Fatalf("after resolving: %+v %v", got, err)
 		}
@@ -387,17 +389,32 @@ func TestNewAndClose(t *testing.T) {
 		t.Errorf("New with both WithHTTPClient and WithTLSConfig succeeded")
 	}
 
-	cl := useShared(t)
-	// Only the client's own goroutines and connections are checked here:
-	// the cluster's were there before.
+	// A fake node, so that no goroutine but the client's comes and goes
+	// (a real cluster's nodes open connections to each other at any time).
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Ring-Version", "v1")
+		if r.URL.Path == "/v1/cluster" {
+			addr := r.Host
+			fmt.Fprintf(w, `{"ring_version":"v1","n":1,"partitions":2,"counting":[["n1"],["n1"]],"addresses":{"n1":%q},"states":{"n1":"member"}}`, addr)
+			return
+		}
+		w.Header().Set("X-Context", "ctx")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer fake.Close()
 	ignore := goleak.IgnoreCurrent()
-	c, err := client.New(cl.endpoints(), client.WithRefreshInterval(10*time.Millisecond))
+	c, err := client.New([]string{fake.URL}, client.WithRefreshInterval(5*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.RingVersion() != "v1" {
+		t.Fatalf("ring version %q", c.RingVersion())
+	}
 	ctx := testCtx(t)
-	if _, err := c.Put(ctx, "close", "k", []byte("v")); err != nil {
-		t.Fatal(err)
+	for i := range 10 {
+		if _, err := c.Put(ctx, "close", fmt.Sprint(i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(50 * time.Millisecond) // let the refresher run a few times
 	if err := c.Close(); err != nil {
@@ -409,6 +426,8 @@ func TestNewAndClose(t *testing.T) {
 	if _, err := c.Get(ctx, "close", "k"); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Get after Close: %v", err)
 	}
+	// The refresher is gone, and so are the connections: the fake node's
+	// end of each closed when the client closed its own.
 	goleak.VerifyNone(t, ignore)
 }
 

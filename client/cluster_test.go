@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -392,3 +393,10 @@ func useShared(t testing.TB) *cluster {
 	}
 	return c
 }
+
+var freshCount atomic.Int64
+
+// fresh returns base with a suffix that no other call in this process
+// returned: a bucket of its own for each run of a test on the shared
+// cluster (go test -count=N reuses it).
+func fresh(base string) string { return fmt.Sprintf("%s-%d", base, freshCount.Add(1)) }

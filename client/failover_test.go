@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/quorumkv/quorumkv/client"
 )
@@ -36,10 +39,50 @@ func TestFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Stop n1 while the key-aware client is busy: requests in flight on
+	// n1 and those that find it gone fail over to other nodes.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var busyOps atomic.Int64
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				k := keys[(w*len(keys)/4+i)%len(keys)]
+				if _, err := ka.Put(ctx, "fo", k, []byte(k)); err != nil {
+					errs <- fmt.Errorf("Put %s while n1 stops: %w", k, err)
+					return
+				}
+				if _, err := ka.Get(ctx, "fo", k); err != nil {
+					errs <- fmt.Errorf("Get %s while n1 stops: %w", k, err)
+					return
+				}
+				busyOps.Add(2)
+			}
+		})
+	}
+	for busyOps.Load() < 20 {
+		time.Sleep(time.Millisecond)
+	}
 	if err := cl.stop("n1"); err != nil {
 		t.Fatal(err)
 	}
-	t.Log("stopped n1")
+	atStop := busyOps.Load()
+	for busyOps.Load() < atStop+40 && len(errs) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("stopped n1 under load: %d operations before the stop returned, %d in all", atStop, busyOps.Load())
 
 	for name, c := range map[string]*client.Client{"key-aware": ka, "round-robin": rr} {
 		rec := map[string]*recorder{"key-aware": recKA, "round-robin": recRR}[name]

@@ -28,8 +28,8 @@ func (timeoutErr) Temporary() bool { return true }
 // to the client: the write happened, the client does not know it.
 type loseFirstAnswer struct {
 	*recorder
-	key   string
-	fired atomic.Bool
+	bucket, key string
+	fired       atomic.Bool
 
 	mu     sync.Mutex
 	status int // the swallowed answer's
@@ -37,7 +37,7 @@ type loseFirstAnswer struct {
 
 func (l *loseFirstAnswer) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := l.recorder.RoundTrip(req)
-	if err != nil || req.Method == http.MethodGet || req.URL.Path != "/v1/kv/idem/"+l.key || l.fired.Swap(true) {
+	if err != nil || req.Method == http.MethodGet || req.URL.Path != "/v1/kv/"+l.bucket+"/"+l.key || l.fired.Swap(true) {
 		return resp, err
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
@@ -57,17 +57,17 @@ func TestRetriedWriteLeavesOneVersion(t *testing.T) {
 	cl := useShared(t)
 	for _, routing := range []client.Routing{client.KeyAware, client.RoundRobin} {
 		t.Run(routing.String(), func(t *testing.T) {
-			key := "k-" + routing.String()
-			lose := &loseFirstAnswer{recorder: newRecorder(), key: key}
+			bucket, key := fresh("idem"), "k-"+routing.String()
+			lose := &loseFirstAnswer{recorder: newRecorder(), bucket: bucket, key: key}
 			defer lose.close()
 			c := newClient(t, cl.endpoints(), client.WithRouting(routing), client.WithHTTPClient(&http.Client{Transport: lose}))
 			ctx := testCtx(t)
-			read, err := c.Get(ctx, "idem", key)
+			read, err := c.Get(ctx, bucket, key)
 			if !errors.Is(err, client.ErrNotFound) {
 				t.Fatalf("fresh key: %v", err)
 			}
 			before := len(lose.records())
-			if _, err := c.Put(ctx, "idem", key, []byte(`{"n":1}`), client.ContentType("application/json"), client.WithContext(read.Context)); err != nil {
+			if _, err := c.Put(ctx, bucket, key, []byte(`{"n":1}`), client.ContentType("application/json"), client.WithContext(read.Context)); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
 			puts := lose.records()[before:]
@@ -85,7 +85,7 @@ func TestRetriedWriteLeavesOneVersion(t *testing.T) {
 				t.Fatalf("the retry went to the same node %s", puts[0].host)
 			}
 			t.Logf("first attempt through %s (%s), retry through %s (%s)", cl.idOf(puts[0].host), puts[0].host, cl.idOf(puts[1].host), puts[1].host)
-			res, err := c.Get(ctx, "idem", key, client.R(3))
+			res, err := c.Get(ctx, bucket, key, client.R(3))
 			if err != nil {
 				t.Fatal(err)
 			}

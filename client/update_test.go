@@ -46,6 +46,7 @@ func TestUpdateConcurrentUnion(t *testing.T) {
 	c := newClient(t, cl.endpoints())
 	ctx := testCtx(t)
 	const writers, each = 20, 10
+	sets := fresh("sets")
 	var sawSiblings atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -53,7 +54,7 @@ func TestUpdateConcurrentUnion(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				elem := fmt.Sprintf("w%02d-e%02d", w, i)
-				if _, err := c.Update(ctx, "sets", "union", unionAdd(&sawSiblings, elem), client.ContentType("application/json")); err != nil {
+				if _, err := c.Update(ctx, sets, "union", unionAdd(&sawSiblings, elem), client.ContentType("application/json")); err != nil {
 					errs <- fmt.Errorf("writer %d, element %d: %w", w, i, err)
 					return
 				}
@@ -68,7 +69,7 @@ func TestUpdateConcurrentUnion(t *testing.T) {
 	t.Logf("%d of %d updates merged siblings", sawSiblings.Load(), writers*each)
 
 	// Every element is in the union of what the replicas hold.
-	res, err := c.Get(ctx, "sets", "union", client.R(3))
+	res, err := c.Get(ctx, sets, "union", client.R(3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +88,10 @@ func TestUpdateConcurrentUnion(t *testing.T) {
 	}
 	// One more Update, reading and writing every replica, leaves one value
 	// holding them all.
-	if _, err := c.Update(ctx, "sets", "union", unionAdd(nil), client.R(3), client.W(3)); err != nil {
+	if _, err := c.Update(ctx, sets, "union", unionAdd(nil), client.R(3), client.W(3)); err != nil {
 		t.Fatal(err)
 	}
-	set, res, err := client.GetJSON[[]string](ctx, c, "sets", "union", client.R(3))
+	set, res, err := client.GetJSON[[]string](ctx, c, sets, "union", client.R(3))
 	if err != nil {
 		t.Fatalf("after the final Update: %v (%d siblings)", err, len(res.Siblings))
 	}
@@ -104,9 +105,10 @@ func TestUpdate(t *testing.T) {
 	c := newClient(t, cl.endpoints())
 	ctx := testCtx(t)
 
+	upd := fresh("upd")
 	// An absent key: fn sees no siblings; the content type comes from the
 	// option.
-	res, err := c.Update(ctx, "upd", "new", func(s []client.Sibling) ([]byte, error) {
+	res, err := c.Update(ctx, upd, "new", func(s []client.Sibling) ([]byte, error) {
 		if len(s) != 0 {
 			return nil, fmt.Errorf("%d siblings for an absent key", len(s))
 		}
@@ -116,27 +118,27 @@ func TestUpdate(t *testing.T) {
 		t.Fatalf("Update of an absent key: %+v %v", res, err)
 	}
 	// Without ContentType, the siblings' content type is kept.
-	if _, err := c.Update(ctx, "upd", "new", unionAdd(nil, "b")); err != nil {
+	if _, err := c.Update(ctx, upd, "new", unionAdd(nil, "b")); err != nil {
 		t.Fatal(err)
 	}
-	got, r, err := client.GetJSON[[]string](ctx, c, "upd", "new", client.R(3))
+	got, r, err := client.GetJSON[[]string](ctx, c, upd, "new", client.R(3))
 	if err != nil || !slices.Equal(got, []string{"a", "b"}) || r.Siblings[0].ContentType != "application/json" {
 		t.Fatalf("after two Updates: %v %+v %v", got, r, err)
 	}
 	// An error from fn writes nothing and comes back as is.
 	boom := errors.New("boom")
-	if _, err := c.Update(ctx, "upd", "new", func([]client.Sibling) ([]byte, error) { return nil, boom }); err != boom {
+	if _, err := c.Update(ctx, upd, "new", func([]client.Sibling) ([]byte, error) { return nil, boom }); err != boom {
 		t.Fatalf("fn's error: %v", err)
 	}
 	// A deleted key reads as no siblings too; the write supersedes the
 	// tombstone.
-	if err := c.Delete(ctx, "upd", "new", client.W(3)); err != nil {
+	if err := c.Delete(ctx, upd, "new", client.W(3)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Update(ctx, "upd", "new", unionAdd(nil, "c"), client.ContentType("application/json")); err != nil {
+	if _, err := c.Update(ctx, upd, "new", unionAdd(nil, "c"), client.ContentType("application/json")); err != nil {
 		t.Fatal(err)
 	}
-	got, _, err = client.GetJSON[[]string](ctx, c, "upd", "new", client.R(3))
+	got, _, err = client.GetJSON[[]string](ctx, c, upd, "new", client.R(3))
 	if err != nil || !slices.Equal(got, []string{"c"}) {
 		t.Fatalf("after delete and Update: %v %v", got, err)
 	}
