@@ -391,9 +391,11 @@ func TestNewAndClose(t *testing.T) {
 
 	// A fake node, so that no goroutine but the client's comes and goes
 	// (a real cluster's nodes open connections to each other at any time).
+	var tables atomic.Int64
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Ring-Version", "v1")
 		if r.URL.Path == "/v1/cluster" {
+			tables.Add(1)
 			addr := r.Host
 			fmt.Fprintf(w, `{"ring_version":"v1","n":1,"partitions":2,"counting":[["n1"],["n1"]],"addresses":{"n1":%q},"states":{"n1":"member"}}`, addr)
 			return
@@ -416,7 +418,9 @@ func TestNewAndClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // let the refresher run a few times
+	for tables.Load() < 4 { // New's load, then the refresher's
+		time.Sleep(time.Millisecond)
+	}
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
