@@ -79,9 +79,6 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 		return kvRequest{}, err
 	}
 	req := kvRequest{key: n.keyFor(bucket, key), r: n.cfg.R, w: n.cfg.W, sloppy: true}
-	op := map[string]string{http.MethodGet: "get", http.MethodHead: "get", http.MethodPut: "put", http.MethodDelete: "delete"}[r.Method]
-	replica := n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID)
-	n.metrics.coordinated.WithLabelValues(op, strconv.FormatBool(replica)).Inc()
 	q := r.URL.Query()
 	if req.r, err = parseQuorum(q, "r", n.cfg.R, n.cfg.Ring.N); err != nil {
 		return kvRequest{}, err
@@ -114,6 +111,11 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 	}
 	if req.requestID = r.Header.Get("X-Request-Id"); req.requestID != "" && !validRequestID(req.requestID) {
 		return kvRequest{}, badRequest("X-Request-Id must be 1 to %d bytes of letters, digits and ._:-", storage.MaxRequestID)
+	}
+	if r.Header.Get(forwardedHeader) == "" { // count client requests once
+		op := map[string]string{http.MethodGet: "get", http.MethodHead: "get", http.MethodPut: "put", http.MethodDelete: "delete"}[r.Method]
+		replica := n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID)
+		n.metrics.coordinated.WithLabelValues(op, strconv.FormatBool(replica)).Inc()
 	}
 	return req, nil
 }
