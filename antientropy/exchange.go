@@ -173,7 +173,8 @@ type Result struct {
 	Errors    int `json:"errors"`    // partitions whose exchange failed
 }
 
-func (r *Result) add(o Result) {
+// Add adds o's counts to r.
+func (r *Result) Add(o Result) {
 	r.Exchanges += o.Exchanges
 	r.Differing += o.Differing
 	r.Leaves += o.Leaves

@@ -289,7 +289,7 @@ func (r *Runner) round(ctx context.Context, parts []uint32, allPeers bool) Resul
 			if ctx.Err() != nil {
 				return res
 			}
-			res.add(r.compare(ctx, node, peer, chunk))
+			res.Add(r.compare(ctx, node, peer, chunk))
 		}
 	}
 	if !allPeers && res.Errors == 0 && ctx.Err() == nil {
@@ -311,7 +311,7 @@ func (r *Runner) compare(ctx context.Context, node string, peer Replica, parts [
 		cancel()
 		if err == nil {
 			for i, p := range parts {
-				res.add(r.exchangeIfDiffers(ctx, node, peer, p, mine[i], theirs[i]))
+				res.Add(r.exchangeIfDiffers(ctx, node, peer, p, mine[i], theirs[i]))
 			}
 			return res
 		}
@@ -346,7 +346,7 @@ func (r *Runner) exchangeIfDiffers(ctx context.Context, node string, peer Replic
 	r.stats.leaves.Add(uint64(x.Leaves))
 	r.stats.pulled.Add(uint64(x.Pulled))
 	r.stats.pushed.Add(uint64(x.Pushed))
-	res.add(x)
+	res.Add(x)
 	if err != nil {
 		r.log.Warn("exchange failed", "partition", p, "peer", node, "err", err)
 		r.stats.errors.Add(1)

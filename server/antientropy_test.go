@@ -148,12 +148,7 @@ func (c *testCluster) repairRound(rebuild bool) antientropy.Result {
 		if err != nil {
 			c.t.Fatalf("repair on %s: %v", id, err)
 		}
-		total.Exchanges += res.Exchanges
-		total.Differing += res.Differing
-		total.Leaves += res.Leaves
-		total.Keys += res.Keys
-		total.Pulled += res.Pulled
-		total.Pushed += res.Pushed
+		total.Add(res)
 	}
 	return total
 }

@@ -183,7 +183,7 @@ func (r *nodeRepair) run(ctx context.Context, c *adminClient, parts []uint32, re
 		var res server.RepairResult
 		readable := json.Unmarshal(body, &res) == nil && res.Node != ""
 		if readable {
-			r.res = addResults(r.res, res.Result)
+			r.res.Add(res.Result)
 		}
 		switch {
 		case status == http.StatusOK && readable:
@@ -202,17 +202,6 @@ func (r *nodeRepair) run(ctx context.Context, c *adminClient, parts []uint32, re
 			return
 		}
 	}
-}
-
-func addResults(a, b antientropy.Result) antientropy.Result {
-	a.Exchanges += b.Exchanges
-	a.Differing += b.Differing
-	a.Leaves += b.Leaves
-	a.Keys += b.Keys
-	a.Pulled += b.Pulled
-	a.Pushed += b.Pushed
-	a.Errors += b.Errors
-	return a
 }
 
 // reportRepairs prints one row per node, then notes, and returns an error
