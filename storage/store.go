@@ -334,12 +334,13 @@ func (s *Store) Apply(k Key, in *Object) (*Object, error) {
 		return nil, err
 	}
 	merged := Merge(cur.obj, in)
-	if cur.obj != nil && bytes.Equal(appendStored(nil, merged), cur.raw) {
+	raw := appendStored(nil, merged)
+	if cur.obj != nil && bytes.Equal(raw, cur.raw) {
 		return merged, nil
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	s.stage(b, key, cur, merged)
+	s.stage(b, key, cur, raw, merged)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return nil, fmt.Errorf("storage: apply %s: %w", k, err)
 	}
@@ -435,7 +436,7 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	s.stage(b, key, loaded, obj)
+	s.stage(b, key, loaded, appendStored(nil, obj), obj)
 	if err := b.Commit(pebble.Sync); err != nil {
 		return Written{}, fmt.Errorf("storage: put %s: %w", k, err)
 	}

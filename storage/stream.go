@@ -149,10 +149,11 @@ func (s *Store) ApplyMany(entries []PartitionEntry) error {
 	}
 	changed := 0
 	for key, pe := range byKey {
-		if pe.cur.obj != nil && bytes.Equal(appendStored(nil, pe.merged), pe.cur.raw) {
+		raw := appendStored(nil, pe.merged)
+		if pe.cur.obj != nil && bytes.Equal(raw, pe.cur.raw) {
 			continue
 		}
-		s.stage(b, []byte(key), pe.cur, pe.merged)
+		s.stage(b, []byte(key), pe.cur, raw, pe.merged)
 		changed++
 	}
 	if changed == 0 {

@@ -482,7 +482,7 @@ func (s *Store) Purge(ds []Digest) (purged int, err error) {
 		if digest(key, cur.raw) != d.Hash {
 			continue // changed since the caller looked; a later pass decides
 		}
-		s.stage(b, key, cur, nil)
+		s.stage(b, key, cur, nil, nil)
 		purged++
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
@@ -514,16 +514,14 @@ func (s *Store) load(key []byte) (current, error) {
 	return current{raw: raw, obj: o}, nil
 }
 
-// stage adds to b the replacement of cur, stored under key, by o (nil
-// removes it), with the matching tree leaf update and tombstone index
-// change. It returns the new stored bytes. The caller holds key's lock
-// until b is committed.
-func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byte {
-	var raw []byte
+// stage adds to b the replacement of cur, stored under key, by o, whose
+// stored form is raw (both nil: remove the key), with the matching tree
+// leaf update and tombstone index change. The caller holds key's lock until
+// b is committed.
+func (s *Store) stage(b *pebble.Batch, key []byte, cur current, raw []byte, o *Object) {
 	if o == nil {
 		_ = b.Delete(key, nil)
 	} else {
-		raw = appendStored(nil, o)
 		_ = b.Set(key, raw, nil)
 	}
 	if !s.cfg.DisableTree {
@@ -534,7 +532,6 @@ func (s *Store) stage(b *pebble.Batch, key []byte, cur current, o *Object) []byt
 	} else if deletedAt(cur.obj) != 0 {
 		_ = b.Delete(tombKey(key), nil)
 	}
-	return raw
 }
 
 // stageLeaf adds to b the update of key's tree leaf for its stored bytes
