@@ -418,9 +418,7 @@ func TestNewAndClose(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for tables.Load() < 4 { // New's load, then the refresher's
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "the refresher's loads", func() bool { return tables.Load() >= 4 }) // New's load, then the refresher's
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -400,3 +400,15 @@ var freshCount atomic.Int64
 // returned: a bucket of its own for each run of a test on the shared
 // cluster (go test -count=N reuses it).
 func fresh(base string) string { return fmt.Sprintf("%s-%d", base, freshCount.Add(1)) }
+
+// waitUntil polls cond until it holds, failing the test after 20 s.
+func waitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/quorumkv/quorumkv/client"
 )
@@ -66,16 +65,12 @@ func TestFailover(t *testing.T) {
 			}
 		})
 	}
-	for busyOps.Load() < 20 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "operations before the stop", func() bool { return busyOps.Load() >= 20 || len(errs) > 0 })
 	if err := cl.stop("n1"); err != nil {
 		t.Fatal(err)
 	}
 	atStop := busyOps.Load()
-	for busyOps.Load() < atStop+40 && len(errs) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, "operations after the stop", func() bool { return busyOps.Load() >= atStop+40 || len(errs) > 0 })
 	close(stop)
 	wg.Wait()
 	close(errs)
