@@ -2,6 +2,7 @@ package antientropy
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -49,13 +50,7 @@ func (r *Runner) purge(ctx context.Context) int {
 	if len(cands) == 0 {
 		return 0
 	}
-	parts := slices.Sorted(func(yield func(uint32) bool) {
-		for p := range cands {
-			if !yield(p) {
-				return
-			}
-		}
-	})
+	parts := slices.Sorted(maps.Keys(cands))
 	for _, node := range r.cluster.Members() {
 		if !r.cluster.Alive(node) {
 			r.log.Debug("tombstone purge waits: a member is down", "member", node)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -279,7 +280,7 @@ func (r *Runner) round(ctx context.Context, parts []uint32, allPeers bool) Resul
 		}
 	}
 	var res Result
-	for _, node := range slices.Sorted(mapsKeys(byPeer)) {
+	for _, node := range slices.Sorted(maps.Keys(byPeer)) {
 		ps := byPeer[node]
 		r.mu.Lock()
 		r.rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
@@ -485,16 +486,6 @@ func (r *Runner) rebuildLoop(ctx context.Context) {
 		next = p + 1
 		if _, err := r.Rebuild(p); err != nil && !errors.Is(err, storage.ErrClosed) {
 			r.log.Warn("tree rebuild failed", "partition", p, "err", err)
-		}
-	}
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
 		}
 	}
 }
