@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/go-chi/chi/v5"
-
 	"github.com/quorumkv/quorumkv/antientropy"
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/storage"
@@ -108,20 +106,18 @@ func (c aaeCluster) Call(ctx context.Context, node, op string, body []byte) ([]b
 }
 
 // handleInternalAntiEntropy answers a peer's exchange protocol request.
-func (n *Node) handleInternalAntiEntropy(w http.ResponseWriter, r *http.Request, body []byte) {
-	resp, err := antientropy.Serve(r.Context(), n.aae.Local(), chi.URLParam(r, "op"), body)
+func (n *Node) handleInternalAntiEntropy(ctx context.Context, op string, body []byte) (int, []byte) {
+	resp, err := antientropy.Serve(ctx, n.aae.Local(), op, body)
 	switch {
 	case errors.Is(err, antientropy.ErrBadRequest):
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: err.Error()})
+		return internalError(http.StatusBadRequest, "bad_request", err.Error())
 	case errors.Is(err, antientropy.ErrNotReplica):
-		writeJSON(w, http.StatusConflict, errorBody{Error: "not_replica", Message: err.Error()})
+		return internalError(http.StatusConflict, "not_replica", err.Error())
 	case err != nil:
 		n.log.Warn("anti-entropy request failed", "err", err)
-		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "internal", Message: err.Error()})
-	default:
-		w.Header().Set("Content-Type", objectType)
-		_, _ = w.Write(resp)
+		return internalError(http.StatusInternalServerError, "internal", err.Error())
 	}
+	return http.StatusOK, resp
 }
 
 // RepairResult is the answer of POST /v1/admin/repair.

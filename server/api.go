@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,13 +46,7 @@ func (n *Node) Handler() http.Handler {
 	r.Get("/v1/kv/{bucket}/*", n.instrument("get", n.handleGet))
 	r.Put("/v1/kv/{bucket}/*", n.instrument("put", n.handleWrite))
 	r.Delete("/v1/kv/{bucket}/*", n.instrument("delete", n.handleWrite))
-	r.Post(internalGet, n.internal(n.handleInternalGet))
-	r.Post(internalApply, n.internal(n.handleInternalApply))
-	r.Post(internalHint, n.internal(n.handleInternalHint))
-	r.Post(internalBatch, n.internal(n.handleInternalBatch))
-	r.Post(internalHolds, n.internal(n.handleInternalHolds))
-	r.Post(internalStream, n.internal(n.handleInternalStream))
-	r.Post(internalAAE+"{op}", n.internal(n.handleInternalAntiEntropy))
+	n.internalRoutes(r)
 	n.adminRoutes(r)
 	return r
 }
@@ -345,163 +338,4 @@ func (n *Node) forward(ctx context.Context, w http.ResponseWriter, r *http.Reque
 		return
 	}
 	n.fail(w, r, op, fmt.Errorf("%w: forwarding to a replica of %s/%q failed, outcome unknown: %v", ErrUnavailable, k.Bucket, k.Key, lastErr))
-}
-
-// internal guards the internal API: it accepts only calls from a node of a
-// cluster with the same parameters.
-func (n *Node) internal(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if got := r.Header.Get(clusterHeader); got != n.cluster {
-			writeJSON(w, http.StatusConflict, errorBody{Error: "cluster_mismatch",
-				Message: fmt.Sprintf("caller's cluster parameters %q differ from this node's %q", got, n.cluster)})
-			return
-		}
-		if r.Header.Get("Content-Type") != objectType {
-			writeJSON(w, http.StatusUnsupportedMediaType, errorBody{Error: "bad_request", Message: "internal API takes " + objectType})
-			return
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxInternalBody))
-		if err != nil {
-			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: "too_large", Message: err.Error()})
-			return
-		}
-		h(w, r, body)
-	}
-}
-
-func (n *Node) handleInternalGet(w http.ResponseWriter, r *http.Request, body []byte) {
-	k, rest, err := decodeKey(body)
-	if err != nil || len(rest) != 0 {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed key"})
-		return
-	}
-	o, err := n.localGet(k)
-	if err != nil {
-		status, eb := classify(err)
-		writeJSON(w, status, eb)
-		return
-	}
-	w.Header().Set("Content-Type", objectType)
-	_, _ = w.Write(storage.EncodeObject(o))
-}
-
-func (n *Node) handleInternalApply(w http.ResponseWriter, r *http.Request, body []byte) {
-	k, o, err := n.decodeKeyedObject(body)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: err.Error()})
-		return
-	}
-	if err := n.localApply(k, o); err != nil {
-		status, eb := classify(err)
-		writeJSON(w, status, eb)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-// decodeKeyedObject parses a key and an object, checking that the key is
-// valid and hashes to its stated partition.
-func (n *Node) decodeKeyedObject(body []byte) (storage.Key, *storage.Object, error) {
-	k, rest, err := decodeKey(body)
-	if err != nil {
-		return k, nil, err
-	}
-	if err := validateBucket(k.Bucket); err != nil || len(k.Key) == 0 || len(k.Key) > MaxKeyLen ||
-		int(k.Partition) != n.Table().Partition(k.Bucket, k.Key) {
-		return k, nil, errors.New("key does not belong to its partition or is invalid")
-	}
-	o, err := storage.DecodeObject(rest)
-	return k, o, err
-}
-
-func (n *Node) handleInternalBatch(w http.ResponseWriter, r *http.Request, body []byte) {
-	batch, err := decodeStreamBatch(body)
-	if err == nil {
-		for _, e := range batch.Entries {
-			k := e.Key
-			if validateBucket(k.Bucket) != nil || len(k.Key) == 0 || len(k.Key) > MaxKeyLen || int(k.Partition) != n.Table().Partition(k.Bucket, k.Key) {
-				err = errors.New("a key does not belong to its partition or is invalid")
-				break
-			}
-		}
-	}
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: err.Error()})
-		return
-	}
-	if err := n.localApplyMany(batch.Entries); err != nil {
-		status, eb := classify(err)
-		writeJSON(w, status, eb)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (n *Node) handleInternalHolds(w http.ResponseWriter, r *http.Request, body []byte) {
-	p, k := binary.Uvarint(body)
-	if k <= 0 || k != len(body) || p >= uint64(n.cfg.Ring.Partitions) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed partition"})
-		return
-	}
-	// "Yes" promises to keep it: this node holds p and, in its own view,
-	// is one of p's target primaries, so it will not drop p itself. Two
-	// nodes with different views of a ring change therefore cannot both
-	// drop a partition on the strength of each other's answer.
-	answer := "0"
-	mu := &n.partLocks[p]
-	mu.RLock()
-	if pl := n.placement(); pl.Holds(int(p), n.cfg.NodeID) && pl.Target().IsPrimary(int(p), n.cfg.NodeID) {
-		answer = "1"
-	}
-	mu.RUnlock()
-	w.Header().Set("Content-Type", "text/plain")
-	_, _ = io.WriteString(w, answer)
-}
-
-func (n *Node) handleInternalHint(w http.ResponseWriter, r *http.Request, body []byte) {
-	l, m := binary.Uvarint(body)
-	if m <= 0 || l > uint64(len(body)-m) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed owner"})
-		return
-	}
-	owner := string(body[m : m+int(l)])
-	k, o, err := n.decodeKeyedObject(body[m+int(l):])
-	if err != nil || ring.ValidateNodeID(owner) != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: fmt.Sprintf("malformed hint: %v", err)})
-		return
-	}
-	if err := n.store.PutHint(owner, k, o, storage.HintDurable, time.Now()); err != nil {
-		if errors.Is(err, storage.ErrHintsFull) {
-			n.metrics.hints.WithLabelValues("refused").Inc()
-			writeJSON(w, http.StatusInsufficientStorage, errorBody{Error: "hints_full", Message: err.Error()})
-			return
-		}
-		status, eb := classify(err)
-		writeJSON(w, status, eb)
-		return
-	}
-	n.metrics.hints.WithLabelValues("stored").Inc()
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (n *Node) handleInternalStream(w http.ResponseWriter, r *http.Request, body []byte) {
-	p, k1 := binary.Uvarint(body)
-	maxBytes, k2 := 0, 0
-	if k1 > 0 {
-		var v uint64
-		v, k2 = binary.Uvarint(body[k1:])
-		maxBytes = int(min(v, 64<<20))
-	}
-	if k1 <= 0 || k2 <= 0 || p >= uint64(n.cfg.Ring.Partitions) {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad_request", Message: "malformed stream request"})
-		return
-	}
-	entries, next, done, err := n.store.ReadPartition(uint32(p), body[k1+k2:], max(maxBytes, 1))
-	if err != nil {
-		status, eb := classify(err)
-		writeJSON(w, status, eb)
-		return
-	}
-	w.Header().Set("Content-Type", objectType)
-	_, _ = w.Write(appendStreamBatch(nil, StreamBatch{Entries: entries, Next: next, Done: done}))
 }

@@ -55,6 +55,7 @@ const (
 	internalHolds  = "/internal/v1/holds"
 	internalStream = "/internal/v1/stream"
 	internalAAE    = "/internal/v1/aae/" // + operation
+	internalMux    = "/internal/v1/mux"  // upgrades to a multiplexed connection
 	// clusterHeader carries the sender's cluster parameters; a node
 	// configured differently refuses the call.
 	clusterHeader = "X-Quorumkv-Cluster"
@@ -65,10 +66,13 @@ const (
 	maxInternalBody = 256 << 20
 )
 
-// HTTPTransport is the Transport between real nodes: the internal API over
-// HTTP/1.1 keep-alive connections.
+// HTTPTransport is the Transport between real nodes. Replica reads, applies,
+// hints and holds questions travel over one multiplexed connection per peer
+// (mux.go); bulk calls (stream, apply-batch, anti-entropy) are plain POSTs
+// over HTTP/1.1 keep-alive connections.
 type HTTPTransport struct {
 	client  *http.Client
+	mux     *muxPool
 	addrs   func(node string) (string, bool)
 	cluster string
 }
@@ -77,7 +81,12 @@ type HTTPTransport struct {
 // sends cluster (the clusterHeader value) with every call and opens
 // connections with dial.
 func NewHTTPTransport(addrs func(node string) (string, bool), cluster string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *HTTPTransport {
-	return &HTTPTransport{client: &http.Client{Transport: newHTTPClientTransport(dial)}, addrs: addrs, cluster: cluster}
+	return &HTTPTransport{
+		client:  &http.Client{Transport: newHTTPClientTransport(dial)},
+		mux:     newMuxPool(dial, cluster),
+		addrs:   addrs,
+		cluster: cluster,
+	}
 }
 
 // newHTTPClientTransport is the connection pool for node-to-node and
@@ -93,106 +102,110 @@ func newHTTPClientTransport(dial func(ctx context.Context, network, addr string)
 	}
 }
 
-// CloseIdleConnections releases pooled connections.
-func (t *HTTPTransport) CloseIdleConnections() { t.client.CloseIdleConnections() }
+// CloseIdleConnections releases pooled connections and closes the
+// multiplexed ones, failing the calls still waiting on them.
+func (t *HTTPTransport) CloseIdleConnections() {
+	t.client.CloseIdleConnections()
+	t.mux.close()
+}
 
-func (t *HTTPTransport) call(ctx context.Context, node, path string, body []byte) (*http.Response, error) {
+// call sends an internal request to node and returns the answer's status
+// and body: over node's multiplexed connection for the operations it
+// carries, as a POST otherwise. Only a failure to get an answer at all is
+// an error.
+func (t *HTTPTransport) call(ctx context.Context, node, path string, body []byte) (int, []byte, error) {
 	addr, ok := t.addrs(node)
 	if !ok {
-		return nil, fmt.Errorf("%w: unknown node %q", ErrUnavailable, node)
+		return 0, nil, fmt.Errorf("%w: unknown node %q", ErrUnavailable, node)
 	}
 	if _, ok := ctx.Deadline(); !ok {
-		return nil, fmt.Errorf("replica call to %s without a deadline", node)
+		return 0, nil, fmt.Errorf("replica call to %s without a deadline", node)
+	}
+	if op, ok := muxOps[path]; ok {
+		status, resp, err := t.mux.call(ctx, addr, op, body)
+		if err != nil {
+			return 0, nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
+		}
+		return status, resp, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", objectType)
 	req.Header.Set(clusterHeader, t.cluster)
 	resp, err := t.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
+		return 0, nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
 	}
-	return resp, nil
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
+	}
+	return resp.StatusCode, out, nil
+}
+
+// unexpected is the error for an answer a transport method does not expect.
+func unexpected(node string, status int, body []byte) error {
+	if len(body) > 4096 {
+		body = body[:4096]
+	}
+	return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, status, bytes.TrimSpace(body))
 }
 
 // Get implements Transport.
 func (t *HTTPTransport) Get(ctx context.Context, node string, k storage.Key) (*storage.Object, error) {
-	resp, err := t.call(ctx, node, internalGet, appendKey(nil, k))
-	if err != nil {
+	status, body, err := t.call(ctx, node, internalGet, appendKey(nil, k))
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
-	}
-	switch resp.StatusCode {
-	case http.StatusOK:
+	case status == http.StatusOK:
 		return storage.DecodeObject(body)
-	case http.StatusNotFound:
+	case status == http.StatusNotFound:
 		return nil, storage.ErrNotFound
-	default:
-		return nil, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
 	}
+	return nil, unexpected(node, status, body)
 }
 
 // Apply implements Transport.
 func (t *HTTPTransport) Apply(ctx context.Context, node string, k storage.Key, o *storage.Object) error {
-	resp, err := t.call(ctx, node, internalApply, storage.AppendObject(appendKey(nil, k), o))
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
-	}
-	return nil
+	return t.expectNoContent(ctx, node, internalApply, storage.AppendObject(appendKey(nil, k), o))
 }
 
 // ApplyMany implements Transport. The body is a stream batch.
 func (t *HTTPTransport) ApplyMany(ctx context.Context, node string, entries []storage.PartitionEntry) error {
-	resp, err := t.call(ctx, node, internalBatch, appendStreamBatch(nil, StreamBatch{Entries: entries, Done: true}))
-	if err != nil {
-		return err
+	return t.expectNoContent(ctx, node, internalBatch, appendStreamBatch(nil, StreamBatch{Entries: entries, Done: true}))
+}
+
+func (t *HTTPTransport) expectNoContent(ctx context.Context, node, path string, body []byte) error {
+	status, resp, err := t.call(ctx, node, path, body)
+	if err == nil && status != http.StatusNoContent {
+		err = unexpected(node, status, resp)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
-	}
-	return nil
+	return err
 }
 
 // Holds implements Transport.
 func (t *HTTPTransport) Holds(ctx context.Context, node string, p uint32) (bool, error) {
-	resp, err := t.call(ctx, node, internalHolds, binary.AppendUvarint(nil, uint64(p)))
+	status, body, err := t.call(ctx, node, internalHolds, binary.AppendUvarint(nil, uint64(p)))
 	if err != nil {
 		return false, err
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
+	if status != http.StatusOK {
+		return false, unexpected(node, status, body)
 	}
 	return string(body) == "1", nil
 }
 
 // AntiEntropy implements Transport.
 func (t *HTTPTransport) AntiEntropy(ctx context.Context, node, op string, body []byte) ([]byte, error) {
-	resp, err := t.call(ctx, node, internalAAE+op, body)
+	status, out, err := t.call(ctx, node, internalAAE+op, body)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(out))
+	if status != http.StatusOK {
+		return nil, unexpected(node, status, out)
 	}
 	return out, nil
 }
@@ -201,20 +214,16 @@ func (t *HTTPTransport) AntiEntropy(ctx context.Context, node, op string, body [
 func (t *HTTPTransport) Hint(ctx context.Context, node, owner string, k storage.Key, o *storage.Object) error {
 	body := binary.AppendUvarint(nil, uint64(len(owner)))
 	body = append(body, owner...)
-	resp, err := t.call(ctx, node, internalHint, storage.AppendObject(appendKey(body, k), o))
-	if err != nil {
+	status, msg, err := t.call(ctx, node, internalHint, storage.AppendObject(appendKey(body, k), o))
+	switch {
+	case err != nil:
 		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	switch resp.StatusCode {
-	case http.StatusNoContent:
+	case status == http.StatusNoContent:
 		return nil
-	case http.StatusInsufficientStorage:
+	case status == http.StatusInsufficientStorage:
 		return fmt.Errorf("%w: %s", storage.ErrHintsFull, node)
-	default:
-		return fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(msg))
 	}
+	return unexpected(node, status, msg)
 }
 
 // Stream implements Transport.
@@ -222,17 +231,12 @@ func (t *HTTPTransport) Stream(ctx context.Context, node string, p uint32, after
 	req := binary.AppendUvarint(nil, uint64(p))
 	req = binary.AppendUvarint(req, uint64(maxBytes))
 	req = append(req, after...)
-	resp, err := t.call(ctx, node, internalStream, req)
+	status, body, err := t.call(ctx, node, internalStream, req)
 	if err != nil {
 		return StreamBatch{}, err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxInternalBody))
-	if err != nil {
-		return StreamBatch{}, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return StreamBatch{}, fmt.Errorf("%w: %s answered %d: %s", ErrUnavailable, node, resp.StatusCode, bytes.TrimSpace(body))
+	if status != http.StatusOK {
+		return StreamBatch{}, unexpected(node, status, body)
 	}
 	return decodeStreamBatch(body)
 }
