@@ -48,6 +48,9 @@ func (n *Node) Handler() http.Handler {
 	r.Delete("/v1/kv/{bucket}/*", n.instrument("delete", n.handleWrite))
 	n.internalRoutes(r)
 	n.adminRoutes(r)
+	if n.cfg.Pprof {
+		r.Mount("/debug", middleware.Profiler())
+	}
 	return r
 }
 

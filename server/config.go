@@ -63,6 +63,10 @@ type Config struct {
 	// background repair (anti-entropy) waits before its next exchange.
 	// Default 32.
 	BusyRequests int
+	// Pprof serves Go's profiler at /debug/pprof/ on the HTTP port, for
+	// finding what costs under load. Default off: profiles reveal internals
+	// and cost CPU while taken.
+	Pprof bool
 	// Dial, if set, opens node-to-node connections (tests inject faults
 	// here). Default: a net.Dialer with a 2s timeout.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)

@@ -42,6 +42,7 @@ type nodeFlags struct {
 	n, r, w    int
 	partitions int
 	maxBody    int64
+	pprof      bool
 	timeout    time.Duration
 	cacheSize  int64
 	logLevel   string
@@ -57,6 +58,7 @@ func (f *nodeFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "max-body", d.MaxBody, "largest value accepted, in bytes")
 	fs.DurationVar(&f.timeout, "timeout", d.Timeout, "default request deadline, replica calls included (a request may ask for another with ?timeout=)")
 	fs.Int64Var(&f.cacheSize, "cache-size", 64<<20, "storage block cache, in bytes")
+	fs.BoolVar(&f.pprof, "enable-pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP port")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 }
@@ -109,6 +111,7 @@ func (f *nodeFlags) config(cmd *cobra.Command, nodeID string, addrs nodeAddrs, r
 	// ?timeout= may ask for up to MaxTimeout; never let the default exceed it.
 	cfg.MaxTimeout = max(cfg.MaxTimeout, f.timeout)
 	cfg.MaxBody = f.maxBody
+	cfg.Pprof = f.pprof
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
 		return server.Config{}, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("invalid configuration: %w", err)}
