@@ -38,7 +38,7 @@ func newTestStore(t testing.TB, node string) *testStore {
 	t.Helper()
 	s, err := storage.Open(storage.Config{
 		Dir: t.TempDir(), NodeID: node, Logger: discard,
-		CacheSize: 1 << 20, MemTableSize: 4 << 20,
+		CacheSize: 16 << 20, MemTableSize: 4 << 20,
 	})
 	if err != nil {
 		t.Fatal(err)

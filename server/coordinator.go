@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quorumkv/quorumkv/ring"
@@ -39,14 +40,31 @@ func (r reply) ok() bool { return r.err == nil }
 // channel is buffered, so callers may stop receiving at any time.
 func (n *Node) fanOut(deadline time.Time, nodes []string, fn func(ctx context.Context, node string) reply) <-chan reply {
 	ch := make(chan reply, len(nodes))
+	// One context for all the calls, released by the last to finish.
+	ctx, cancel := context.WithDeadline(n.bg, deadline)
+	finished := afterN(len(nodes), cancel)
 	for _, node := range nodes {
 		n.goBackground(func() {
-			ctx, cancel := context.WithDeadline(n.bg, deadline)
-			defer cancel()
 			ch <- fn(ctx, node)
+			finished()
 		})
 	}
 	return ch
+}
+
+// afterN returns a function that runs f on its k-th call (f runs at once
+// if k is 0).
+func afterN(k int, f func()) func() {
+	if k == 0 {
+		f()
+	}
+	var left atomic.Int32
+	left.Store(int32(k))
+	return func() {
+		if left.Add(-1) == 0 {
+			f()
+		}
+	}
 }
 
 // fallbacks hands out a partition's live fallback nodes, each once, to the
@@ -291,10 +309,9 @@ func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int
 	if final == nil {
 		return
 	}
-	want := string(storage.EncodeObject(final))
 	var stale []string
 	for _, g := range got {
-		if g.ok() && g.node == g.owner && (g.obj == nil || string(storage.EncodeObject(g.obj)) != want) {
+		if g.ok() && g.node == g.owner && !g.obj.Holds(final) {
 			stale = append(stale, g.node)
 		}
 	}

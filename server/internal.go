@@ -112,7 +112,10 @@ func (n *Node) handleInternalGet(_ context.Context, body []byte) (int, []byte) {
 		return internalError(http.StatusBadRequest, "bad_request", "malformed key")
 	}
 	o, err := n.localGet(k)
-	if err != nil {
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return http.StatusNotFound, nil // common: keep it cheap
+	case err != nil:
 		return internalFailure(err)
 	}
 	return http.StatusOK, storage.EncodeObject(o)

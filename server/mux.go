@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -174,6 +175,9 @@ func (w *frameWriter) run() {
 		case <-w.done:
 			return
 		}
+		// Let the goroutines that are issuing calls right now add theirs
+		// to this write: one system call for many frames.
+		runtime.Gosched()
 		// Swap buffers: callers append to one while this writes the other.
 		w.mu.Lock()
 		b := w.buf

@@ -135,6 +135,15 @@ func Merge(a, b *Object) *Object {
 	return out
 }
 
+// Holds reports whether o already equals m, a merge that included o (read
+// repair asks it of every reply). A merge only adds to o's context, and
+// with equal contexts it can only drop o's siblings, never add any: so
+// equal contexts and equal sibling counts mean equal objects, found
+// without encoding either. A nil o holds nothing.
+func (o *Object) Holds(m *Object) bool {
+	return o != nil && len(o.Siblings) == len(m.Siblings) && o.Context.Equal(m.Context)
+}
+
 func minSibling(a, b Sibling) Sibling {
 	c := cmp.Or(
 		bytes.Compare(a.Value, b.Value),

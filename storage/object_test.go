@@ -56,6 +56,20 @@ func equalObjects(a, b *Object) bool {
 	return string(EncodeObject(a)) == string(EncodeObject(b))
 }
 
+// Holds answers for a merge exactly what comparing encodings answers.
+func TestHoldsIsEqualityAfterMerge(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		a, b := genObject().Draw(t, "a"), genObject().Draw(t, "b")
+		m := Merge(a, b)
+		if got, want := a.Holds(m), equalObjects(a, m); got != want {
+			t.Fatalf("Holds = %v, equal encodings = %v\na %+v\nm %+v", got, want, a, m)
+		}
+	})
+	if (*Object)(nil).Holds(&Object{}) {
+		t.Fatal("a nil object holds something")
+	}
+}
+
 func TestMergeLaws(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		a, b, c := genObject().Draw(t, "a"), genObject().Draw(t, "b"), genObject().Draw(t, "c")

@@ -49,7 +49,7 @@ func TestServeFlagsAndEnv(t *testing.T) {
 				c := s.Config
 				if c.NodeID != "n1" || s.HTTPAddr != "127.0.0.1:8080" || s.DataDir != filepath.Join("quorumkv-data", "n1") ||
 					c.Ring.N != 3 || c.R != 2 || c.W != 2 ||
-					c.Ring.Partitions != 1024 || c.MaxBody != 1<<20 || c.Timeout != 3*time.Second || s.CacheSize != 64<<20 {
+					c.Ring.Partitions != 1024 || c.MaxBody != 1<<20 || c.Timeout != 3*time.Second || s.CacheSize != 128<<20 {
 					t.Errorf("defaults: %+v", s)
 				}
 				if c.Advertise != "127.0.0.1:8080" || s.ResolvePort {

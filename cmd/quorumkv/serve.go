@@ -22,6 +22,7 @@ import (
 	"github.com/quorumkv/quorumkv/ring"
 	"github.com/quorumkv/quorumkv/server"
 	"github.com/quorumkv/quorumkv/server/faultnet"
+	"github.com/quorumkv/quorumkv/storage"
 )
 
 // shutdownTimeout bounds a graceful shutdown: in-flight requests get this
@@ -57,7 +58,7 @@ func (f *nodeFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.partitions, "partitions", d.Ring.Partitions, "number of partitions; fixed at cluster creation")
 	fs.Int64Var(&f.maxBody, "max-body", d.MaxBody, "largest value accepted, in bytes")
 	fs.DurationVar(&f.timeout, "timeout", d.Timeout, "default request deadline, replica calls included (a request may ask for another with ?timeout=)")
-	fs.Int64Var(&f.cacheSize, "cache-size", 64<<20, "storage block cache, in bytes")
+	fs.Int64Var(&f.cacheSize, "cache-size", storage.DefaultConfig().CacheSize, "storage memory: Pebble's block cache, which also holds the memtables (an eighth of it), in bytes")
 	fs.BoolVar(&f.pprof, "enable-pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP port")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
