@@ -267,13 +267,9 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 		// lands between this read and the write below is not covered, so it
 		// survives as a sibling: nothing is lost, at worst a sibling
 		// appears.
-		seen, err := n.read(ctx, req.key, req.r, req.sloppy, req.deadline)
-		if err != nil {
+		if req.context, err = n.readContext(ctx, req.key, req.r, req.sloppy); err != nil {
 			n.fail(w, r, op, err)
 			return
-		}
-		if seen != nil {
-			req.context = seen.Context
 		}
 	}
 	write.Context = req.context

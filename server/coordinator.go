@@ -291,6 +291,67 @@ func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, dead
 	return nil, &QuorumError{Op: "read", Required: r, Acknowledged: acked}
 }
 
+// readContext returns the causal context of what r replicas of k hold, for
+// a write without a context. It asks only r of them (this node first: no
+// round trip), and another whenever one fails or has not answered within
+// ReplicaTimeout; it does no read repair (the write that follows supersedes
+// what it saw on every replica anyway). Calls still running when it returns
+// are cancelled.
+func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy bool) (storage.Context, error) {
+	targets := n.readTargets(n.placement(), int(k.Partition), sloppy)
+	if i := slices.IndexFunc(targets, func(t reply) bool { return t.node == n.cfg.NodeID }); i > 0 {
+		targets[0], targets[i] = targets[i], targets[0]
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := make(chan reply, len(targets))
+	next, inflight := 0, 0
+	launch := func() {
+		if next == len(targets) {
+			return
+		}
+		t := targets[next]
+		next++
+		if n.goBackground(func() {
+			rep := n.replicaGet(ctx, t.node, k)
+			rep.owner = t.owner
+			ch <- rep
+		}) {
+			inflight++
+		}
+	}
+	for range min(r, len(targets)) {
+		launch()
+	}
+	slow := time.NewTimer(n.cfg.ReplicaTimeout)
+	defer slow.Stop()
+	var seen storage.Context
+	acked := 0
+	for acked < r {
+		if inflight == 0 {
+			return seen, &QuorumError{Op: "read", Required: r, Acknowledged: acked}
+		}
+		select {
+		case rep := <-ch:
+			inflight--
+			if !rep.ok() {
+				launch()
+				continue
+			}
+			acked++
+			if rep.obj != nil {
+				seen = seen.Join(rep.obj.Context)
+			}
+		case <-slow.C:
+			launch()
+			slow.Reset(n.cfg.ReplicaTimeout)
+		case <-ctx.Done():
+			return seen, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
+		}
+	}
+	return seen, nil
+}
+
 // readRepair waits for the rest of a read's replies (each call ends by the
 // read's deadline), merges all answers, and sends the merge to every
 // replica that answered for itself with less. Fallbacks are not repaired
