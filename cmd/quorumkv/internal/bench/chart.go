@@ -88,6 +88,11 @@ func latencyPanel(p func(string, ...any), results []Result) {
 				p(`<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10">%s</text>`+"\n", x+bw/2, y(v)-3, fmtMs(v))
 			}
 		}
+		t := fmt.Sprintf("%.0f ops/s", r.OpsPerSec)
+		if r.Errors > 0 {
+			t += fmt.Sprintf(", %d errors", r.Errors)
+		}
+		p(`<text x="%.1f" y="%d" text-anchor="middle" font-size="10">%s</text>`+"\n", x0+gw/2, panelBottom+30, esc(t))
 	})
 	for k, name := range pctNames {
 		x := latLeft + 10 + k*70
