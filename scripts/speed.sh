@@ -239,6 +239,11 @@ report() {
 	echo "quorumkv speed, $(date -u +%FT%TZ), $(nproc) CPUs, $(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$repo_root" diff --quiet 2>/dev/null || echo '+dirty')"
 	echo "wrk -t$threads -c$connections -d$duration --latency, $rounds rounds interleaved; cluster: 3 nodes, N=3, $keys keys of 1 KiB JSON, wrk against n1"
 	echo "load average before $load_before, after $load_after"
+	# Other work on the machine takes CPU from the servers and from wrk alike,
+	# but not evenly: say so when there was more to run than CPUs.
+	if awk -v a="${load_before%% *}" -v b="${load_after%% *}" -v n="$(nproc)" 'BEGIN { exit !(a > n || b > n) }'; then
+		echo "WARNING: the load average exceeded the $(nproc) CPUs: other work competed with this run; its figures are low and noisy"
+	fi
 	echo
 	echo "| target | what | median req/s | min–max req/s | median p50 ms | median p99 ms | errors | runs |"
 	echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
