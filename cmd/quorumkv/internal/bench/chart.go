@@ -130,14 +130,15 @@ func stalePanel(p func(string, ...any), results []Result) {
 			label = fmt.Sprintf("%.2f%%", v)
 		}
 		p(`<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10">%s</text>`+"\n", cx, ly-3, esc(label))
-		t := "t99.9 -"
+		t := "-"
 		if r.PBST999 != "" {
-			t = "t99.9 " + r.PBST999
+			t = r.PBST999
 			if !r.PBSResolved {
 				t += "*"
 			}
 		}
-		p(`<text x="%.1f" y="%d" text-anchor="middle" font-size="10">%s</text>`+"\n", cx, panelBottom+30, esc(t))
+		p(`<text x="%.1f" y="%d" text-anchor="middle" font-size="10">t99.9</text>`+"\n", cx, panelBottom+30)
+		p(`<text x="%.1f" y="%d" text-anchor="middle" font-size="10">%s</text>`+"\n", cx, panelBottom+42, esc(t))
 	})
 	p(`<text x="%d" y="%d" font-size="10">* fewer than %d probes: 99.9%% not resolved</text>`+"\n", stLeft, chartH-18, pbsResolving)
 }
