@@ -139,3 +139,32 @@ func (c Context) normalize() Context {
 func (c Context) Equal(o Context) bool {
 	return slices.Equal(c.VV, o.VV) && slices.Equal(c.Dots, o.Dots)
 }
+
+// Descends reports whether c covers every event that o covers (c ⊇ o). A
+// read whose context descends a write's context saw that write, or a write
+// that superseded it.
+func (c Context) Descends(o Context) bool {
+	for _, e := range o.VV {
+		m := c.vvMax(e.Actor)
+		if m >= e.Counter {
+			continue
+		}
+		// The events m+1..e.Counter must all be isolated dots of c. Dots
+		// are sorted, distinct and above m, so counting them suffices.
+		n := uint64(0)
+		for _, d := range c.Dots {
+			if d.Actor == e.Actor && d.Counter <= e.Counter {
+				n++
+			}
+		}
+		if n != e.Counter-m {
+			return false
+		}
+	}
+	for _, d := range o.Dots {
+		if !c.Covers(d) {
+			return false
+		}
+	}
+	return true
+}

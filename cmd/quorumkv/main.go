@@ -1,7 +1,8 @@
 // Command quorumkv is the quorumkv binary: `serve` runs one node, `dev` runs
 // a local 3-node cluster in one process, `cluster status|leave|remove` are
 // the operator's membership commands, `repair` runs anti-entropy on every
-// live node now, `version` prints the version.
+// live node now, `bench` load-tests a cluster, `version` prints the
+// version.
 //
 // This package is the command layer only: flags, environment variables,
 // signals and wiring. Everything a test of another package would need lives

@@ -105,7 +105,7 @@ an empty variable counts as unset.`,
 	})
 	root.SetVersionTemplate("quorumkv {{.Version}}\n")
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(newServeCmd(a), newDevCmd(a), newClusterCmd(a), newRepairCmd(a), newVersionCmd(a))
+	root.AddCommand(newServeCmd(a), newDevCmd(a), newClusterCmd(a), newRepairCmd(a), newBenchCmd(a), newVersionCmd(a))
 	return root
 }
 

@@ -1,0 +1,155 @@
+package bench
+
+import (
+	"fmt"
+	"time"
+)
+
+// Result is one R/W combination's figures, with the configuration that
+// produced them. Latencies are in milliseconds, from HdrHistograms of
+// microseconds; with a rate they count from each operation's intended
+// start.
+type Result struct {
+	N            int     `json:"n"`
+	R            int     `json:"r"`
+	W            int     `json:"w"`
+	Workload     string  `json:"workload"`
+	Distribution string  `json:"distribution"`
+	Routing      string  `json:"routing"`
+	Records      int     `json:"records"`
+	ValueSize    int     `json:"value_size"`
+	Concurrency  int     `json:"concurrency"`
+	Rate         float64 `json:"rate"`           // target ops/s, 0: unlimited
+	UpdateCtx    string  `json:"update_context"` // "last" or "none" (plain PUTs)
+	Seed         uint64  `json:"seed"`
+	Started      string  `json:"started"` // RFC 3339, when the measured window began
+	Seconds      float64 `json:"seconds"` // length of the measured window
+	Interrupted  bool    `json:"interrupted,omitempty"`
+
+	Ops       int64   `json:"ops"` // successful operations of every type
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50Ms     float64 `json:"p50_ms"`
+	P95Ms     float64 `json:"p95_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	P999Ms    float64 `json:"p999_ms"`
+	MaxMs     float64 `json:"max_ms"`
+
+	Errors        int64 `json:"errors"`
+	ErrorsTimeout int64 `json:"errors_timeout"`
+	ErrorsQuorum  int64 `json:"errors_quorum"`
+	ErrorsOther   int64 `json:"errors_other"`
+
+	PerOp []OpResult `json:"per_op"`
+
+	NotFound     int64    `json:"not_found"`     // reads that found no value (counted as successful reads)
+	SiblingsMean float64  `json:"siblings_mean"` // siblings per successful read
+	SiblingsMax  int64    `json:"siblings_max"`
+	ReadsChecked int64    `json:"reads_checked"` // reads that began after a write of their key was acknowledged
+	StaleReads   int64    `json:"stale_reads"`   // of which missed that write
+	StaleShare   *float64 `json:"stale_share"`   // StaleReads/ReadsChecked; null when nothing was checked
+
+	ProbeRate   float64    `json:"probe_rate"`
+	PBS         []PBSPoint `json:"pbs"`
+	PBSProbes   int64      `json:"pbs_probes"`   // probe reads that answered at delay 0
+	PBSSkipped  int64      `json:"pbs_skipped"`  // sampled writes not probed (too many probes in flight)
+	PBST999Ms   *float64   `json:"pbs_t999_ms"`  // null: not reached by 500ms, or no probes
+	PBST999     string     `json:"pbs_t999"`     // "2ms", ">500ms", or "" without probes
+	PBSResolved bool       `json:"pbs_resolved"` // enough probes (1000 at that delay) to resolve 99.9%
+	BadContexts int64      `json:"bad_contexts"` // reads whose context did not decode (not checked)
+}
+
+// OpResult is one operation type's figures.
+type OpResult struct {
+	Op        string  `json:"op"`
+	Ops       int64   `json:"ops"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50Ms     float64 `json:"p50_ms"`
+	P95Ms     float64 `json:"p95_ms"`
+	P99Ms     float64 `json:"p99_ms"`
+	P999Ms    float64 `json:"p999_ms"`
+	MaxMs     float64 `json:"max_ms"`
+	Errors    int64   `json:"errors"`
+}
+
+// result turns a finished measurement into its Result.
+func (r *runner) result(m *measurement, measured time.Duration, interrupted bool) Result {
+	cfg := r.cfg
+	routing := "key-aware"
+	if cfg.RoundRobin {
+		routing = "round-robin"
+	}
+	res := Result{
+		N: r.n, R: m.pair.R, W: m.pair.W,
+		Workload: string(cfg.Workload), Distribution: string(cfg.Distribution), Routing: routing,
+		Records: cfg.Records, ValueSize: cfg.ValueSize, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Seed: cfg.Seed,
+		UpdateCtx: updateContext(cfg.PlainUpdates),
+		Started:   m.start.UTC().Format(time.RFC3339), Seconds: measured.Seconds(), Interrupted: interrupted,
+		NotFound: m.notFound.Load(), SiblingsMax: m.maxSibs.Load(),
+		ReadsChecked: m.compared.Load(), StaleReads: m.stale.Load(), BadContexts: m.badCtx.Load(),
+		ProbeRate: cfg.ProbeRate,
+	}
+	all := newHist()
+	secs := measured.Seconds()
+	perSec := func(n int64) float64 {
+		if secs <= 0 {
+			return 0
+		}
+		return float64(n) / secs
+	}
+	for o := range numOps {
+		if r.mix[o] == 0 {
+			continue
+		}
+		s := m.ops[o]
+		s.mu.Lock()
+		all.Merge(s.total)
+		lat := summarize(s.total)
+		n := s.total.TotalCount()
+		errs := s.errs
+		s.mu.Unlock()
+		var nErrs int64
+		for _, e := range errs {
+			nErrs += e
+		}
+		res.ErrorsTimeout += errs[errTimeout]
+		res.ErrorsQuorum += errs[errQuorum]
+		res.ErrorsOther += errs[errOther]
+		res.PerOp = append(res.PerOp, OpResult{Op: o.String(), Ops: n, OpsPerSec: perSec(n),
+			P50Ms: lat.P50, P95Ms: lat.P95, P99Ms: lat.P99, P999Ms: lat.P999, MaxMs: lat.Max, Errors: nErrs})
+	}
+	res.Errors = res.ErrorsTimeout + res.ErrorsQuorum + res.ErrorsOther
+	res.Ops = all.TotalCount()
+	res.OpsPerSec = perSec(res.Ops)
+	lat := summarize(all)
+	res.P50Ms, res.P95Ms, res.P99Ms, res.P999Ms, res.MaxMs = lat.P50, lat.P95, lat.P99, lat.P999, lat.Max
+	if reads := m.reads.Load(); reads > 0 {
+		res.SiblingsMean = float64(m.siblings.Load()) / float64(reads)
+	}
+	res.StaleShare = staleness{Compared: res.ReadsChecked, Stale: res.StaleReads}.Share()
+	if m.probe != nil {
+		res.PBS = m.probe.counts.snapshot()
+		res.PBSProbes = res.PBS[0].Probes
+		res.PBSSkipped = m.probe.skipped.Load()
+		res.PBST999, res.PBST999Ms, res.PBSResolved = pbsFigure(res.PBS)
+	}
+	return res
+}
+
+// pbsFigure is t999 as reported: the delay as text and number.
+func pbsFigure(points []PBSPoint) (text string, ms *float64, resolved bool) {
+	d, ok, resolved := t999(points)
+	switch {
+	case len(points) == 0 || points[0].Probes == 0:
+		return "", nil, false
+	case !ok:
+		return fmt.Sprintf(">%gms", points[len(points)-1].DelayMs), nil, resolved
+	}
+	return fmt.Sprintf("%gms", d), &d, resolved
+}
+
+func updateContext(plain bool) string {
+	if plain {
+		return "none"
+	}
+	return "last"
+}
