@@ -253,6 +253,43 @@ func TestStaleClassification(t *testing.T) {
 	}
 }
 
+// An update carries what the application knows of its key: by default the
+// worker's own context joined with the latest acknowledged write.
+func TestUpdateContext(t *testing.T) {
+	own := ctxToken(map[string]uint64{"n1.1": 3})
+	latest := ctxToken(map[string]uint64{"n2.1": 5})
+	r := &runner{track: newTracker(4)}
+	w := &worker{ctxs: map[int]string{1: own}}
+	if _, ok := r.updateContext(w, 2); ok {
+		t.Fatal("a context for a key nobody has seen")
+	}
+	if c, ok := r.updateContext(w, 1); !ok || c != own {
+		t.Fatalf("before any acknowledged write: %q, %v; want the worker's own", c, ok)
+	}
+	r.track.acked(1, latest, time.Now())
+	r.track.acked(2, latest, time.Now())
+	c, ok := r.updateContext(w, 1)
+	for _, part := range []string{own, latest} {
+		if got, err := covers(c, part); !ok || err != nil || !got {
+			t.Fatalf("joined context %q does not cover %q: %v %v", c, part, got, err)
+		}
+	}
+	if c, ok := r.updateContext(w, 2); !ok || c == "" {
+		t.Fatalf("a key only another worker wrote: %q, %v", c, ok)
+	}
+	r.cfg.WorkerContexts = true
+	if c, _ := r.updateContext(w, 1); c != own {
+		t.Fatalf("WorkerContexts: %q, want the worker's own", c)
+	}
+	r.cfg.PlainUpdates = true
+	if _, ok := r.updateContext(w, 1); ok {
+		t.Fatal("PlainUpdates sent a context")
+	}
+	if got := joinContexts("garbage", latest); got != latest {
+		t.Fatalf("join with a mangled context: %q", got)
+	}
+}
+
 func TestTrackerKeepsTheLatestAck(t *testing.T) {
 	tr := newTracker(4)
 	t0 := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)

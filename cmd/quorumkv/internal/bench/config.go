@@ -99,6 +99,13 @@ type Config struct {
 	// the context of the worker's last read or write of the key. Default
 	// false.
 	PlainUpdates bool
+	// WorkerContexts limits an update's context to the worker's own last
+	// read or write of the key. Default false: the context also covers the
+	// latest write of the key that any worker had acknowledged, as in an
+	// application whose threads share what they learn; with many workers
+	// on a few hot keys, a worker's own context is usually old, and every
+	// update then leaves the writes it missed as siblings.
+	WorkerContexts bool
 	// Load writes every key once, with W=N, before the sweep, so that reads
 	// find data. Default true.
 	Load bool

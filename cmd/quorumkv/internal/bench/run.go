@@ -369,7 +369,7 @@ func (r *runner) execOp(ctx context.Context, m *measurement, w *worker, o op, k 
 		}
 		return nil
 	case opUpdate:
-		if c, ok := w.ctxs[k]; ok && !r.cfg.PlainUpdates {
+		if c, ok := r.updateContext(w, k); ok {
 			opts = append(opts, client.WithContext(c))
 		}
 		res, err := r.c.Put(ctx, r.cfg.Bucket, key, document(r.seq.Add(1), w.id, r.cfg.ValueSize), append(opts, jsonType)...)
@@ -391,6 +391,22 @@ func (r *runner) execOp(ctx context.Context, m *measurement, w *worker, o op, k 
 		return nil
 	}
 	return fmt.Errorf("unknown operation %d", o)
+}
+
+// updateContext is the context an update of key k carries, if any (see
+// Config.PlainUpdates and Config.WorkerContexts).
+func (r *runner) updateContext(w *worker, k int) (string, bool) {
+	if r.cfg.PlainUpdates {
+		return "", false
+	}
+	c, ok := w.ctxs[k]
+	if r.cfg.WorkerContexts {
+		return c, ok
+	}
+	if a, had := r.track.latest(k); had {
+		return joinContexts(c, a.ctx), true
+	}
+	return c, ok
 }
 
 // acked handles an acknowledged write of key k.

@@ -62,6 +62,20 @@ func covers(readCtx, writeCtx string) (bool, error) {
 	return r.Descends(w), nil
 }
 
+// joinContexts joins two context tokens (either may be empty); if one does
+// not decode, the other is returned.
+func joinContexts(a, b string) string {
+	ca, errA := storage.DecodeContext(a)
+	cb, errB := storage.DecodeContext(b)
+	switch {
+	case errA != nil:
+		return b
+	case errB != nil:
+		return a
+	}
+	return storage.EncodeContext(ca.Join(cb))
+}
+
 // staleness counts reads that had an acknowledged write to compare with.
 type staleness struct {
 	Compared int64 // reads that began after some write of their key was acknowledged
