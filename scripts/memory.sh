@@ -10,7 +10,7 @@
 # --base-port P --dir DIR -- --n 3 --cache-size BYTES (P defaults to the
 # first P from 20000 up with P..P+2 and P+100..P+102 free by `ss -ltn`; DIR
 # to a new temporary directory, removed at the end unless --keep;
-# --cache-size defaults to 67108864, the default of `quorumkv serve`, and
+# --cache-size defaults to 134217728, the default of `quorumkv serve`, and
 # accepts a suffix KiB, MiB or GiB). Then it:
 #   1. writes --keys keys bench/k00000000 .. as 1 KiB JSON documents with
 #      w=2 through n1 (wrk with scripts/wrk/load.lua, every key once; n1
@@ -53,7 +53,7 @@ usage() {
 source "$wrk_dir/lib.sh"
 
 keys=1000000
-cache_size=67108864
+cache_size=134217728
 connections=64
 threads=2
 base_port=

@@ -59,6 +59,9 @@ const (
 	muxMaxInflight = 1024
 	// muxReadBuffer is the read buffer of either end.
 	muxReadBuffer = 64 << 10
+	// muxSilentLimit is how long a connection may stay silent while calls
+	// on it time out before it is taken for dead (see muxConn.call).
+	muxSilentLimit = 5 * time.Second
 )
 
 // muxOps numbers the internal operations that multiplexed connections
@@ -201,6 +204,7 @@ func (w *frameWriter) run() {
 type muxPool struct {
 	dial    func(ctx context.Context, network, addr string) (net.Conn, error)
 	cluster string
+	silent  time.Duration  // muxSilentLimit; tests shorten it
 	wg      sync.WaitGroup // the connections' goroutines
 
 	mu     sync.Mutex
@@ -215,7 +219,7 @@ type muxPeer struct {
 }
 
 func newMuxPool(dial func(ctx context.Context, network, addr string) (net.Conn, error), cluster string) *muxPool {
-	return &muxPool{dial: dial, cluster: cluster, peers: map[string]*muxPeer{}}
+	return &muxPool{dial: dial, cluster: cluster, silent: muxSilentLimit, peers: map[string]*muxPeer{}}
 }
 
 // call sends one request to addr and waits for its answer or ctx.
@@ -309,7 +313,9 @@ func (p *muxPool) open(ctx context.Context, addr string) (*muxConn, error) {
 		return nil, err
 	}
 	_ = conn.SetDeadline(time.Time{})
-	return &muxConn{w: newFrameWriter(conn), r: r, pending: map[uint64]chan muxReply{}}, nil
+	c := &muxConn{w: newFrameWriter(conn), r: r, silent: p.silent, pending: map[uint64]chan muxReply{}}
+	c.lastRead.Store(time.Now().UnixNano())
+	return c, nil
 }
 
 // close closes every connection, failing the calls waiting on them, and
@@ -330,7 +336,8 @@ func (p *muxPool) close() {
 type muxConn struct {
 	w        *frameWriter
 	r        *bufio.Reader
-	lastRead atomic.Int64 // when the last frame arrived, in Unix nanoseconds
+	silent   time.Duration
+	lastRead atomic.Int64 // when the last frame arrived (or the connection opened), in Unix nanoseconds
 
 	mu      sync.Mutex
 	next    uint64                   // the last id used
@@ -377,10 +384,14 @@ func (c *muxConn) call(ctx context.Context, op byte, body []byte) (int, []byte, 
 		return r.status, r.body, r.err
 	case <-ctx.Done():
 		c.forget(id)
-		// Nothing at all arrived since this call went out: the peer or the
-		// path to it is gone (a half-open connection would otherwise hold
-		// every later call until TCP keep-alive notices). Start afresh.
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) && c.lastRead.Load() < sent {
+		// Nothing at all arrived since this call went out, nor for a while
+		// before: the peer or the path to it is gone (a half-open connection
+		// would otherwise hold every later call until TCP keep-alive
+		// notices). Start afresh. A busy peer that merely misses one call's
+		// short deadline keeps the connection: closing it would fail every
+		// other call in flight on it.
+		last := c.lastRead.Load()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) && last < sent && time.Since(time.Unix(0, last)) > c.silent {
 			c.w.fail(errMuxSilent)
 		}
 		return 0, nil, ctx.Err()

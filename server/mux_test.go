@@ -112,12 +112,14 @@ func TestMuxCallsShareOneConnection(t *testing.T) {
 	peer.wg.Wait()
 }
 
-// A peer that answers nothing costs a call its deadline, not more; the
-// silent connection is then dropped and the next call dials afresh.
+// A peer that answers nothing costs a call its deadline, not more; a
+// connection silent for longer than the limit is then dropped and the next
+// call dials afresh.
 func TestMuxSilentPeerHonoursDeadlineAndRedials(t *testing.T) {
 	peer := &fakePeer{status: http.StatusSwitchingProtocols}
 	peer.serve = func(r *bufio.Reader, w io.Writer) { readRequests(r, func(uint64, byte, []byte) {}) }
 	pool := newMuxPool(peer.dial, "n=3")
+	pool.silent = 50 * time.Millisecond
 	defer func() { pool.close(); peer.wg.Wait() }()
 	start := time.Now()
 	_, _, err := pool.call(shortCtx(t, 100*time.Millisecond), "peer:1", 1, nil)
@@ -133,6 +135,48 @@ func TestMuxSilentPeerHonoursDeadlineAndRedials(t *testing.T) {
 	}
 	if d := peer.dials.Load(); d != 2 {
 		t.Fatalf("%d dials, want 2: the silent connection is dropped after a deadline", d)
+	}
+}
+
+// A peer that is merely slow, answering other calls, keeps its connection
+// when one call misses its deadline: the calls in flight with it still get
+// their answers.
+func TestMuxSlowCallKeepsConnection(t *testing.T) {
+	peer := &fakePeer{status: http.StatusSwitchingProtocols}
+	peer.serve = func(r *bufio.Reader, w io.Writer) {
+		readRequests(r, func(id uint64, op byte, body []byte) {
+			if op == 2 { // op 2 answers; op 1 never does
+				_, _ = w.Write(appendFrame(nil, id, 204, 2, nil))
+			}
+		})
+	}
+	pool := newMuxPool(peer.dial, "n=3")
+	pool.silent = 50 * time.Millisecond
+	defer func() { pool.close(); peer.wg.Wait() }()
+	if status, _, err := pool.call(shortCtx(t, 5*time.Second), "peer:1", 2, nil); err != nil || status != 204 {
+		t.Fatalf("first call: %d, %v", status, err)
+	}
+	slow := make(chan error)
+	go func() {
+		_, _, err := pool.call(shortCtx(t, 200*time.Millisecond), "peer:1", 1, nil)
+		slow <- err
+	}()
+	// Keep the connection talking while the slow call waits out its deadline.
+	for done := false; !done; {
+		select {
+		case err := <-slow:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("slow call: %v", err)
+			}
+			done = true
+		default:
+			if _, _, err := pool.call(shortCtx(t, 5*time.Second), "peer:1", 2, nil); err != nil {
+				t.Fatalf("a call beside the slow one: %v", err)
+			}
+		}
+	}
+	if d := peer.dials.Load(); d != 1 {
+		t.Fatalf("%d dials: a connection that kept answering was dropped", d)
 	}
 }
 
