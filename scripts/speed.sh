@@ -18,10 +18,13 @@
 #       temporary directory (synced writes, as always).
 # It writes --keys 1 KiB JSON documents (bench/k00000000 ..) into the cluster
 # with w=2 so that reads hit existing keys, then runs --rounds rounds, each
-# of these five, interleaved, every one `wrk -t2 -c64 -d10s --latency`:
+# of these six, interleaved, every one `wrk -t2 -c64 -d10s --latency`:
 #   a-get      GET  /v1/kv/bench/<key>       against (a)
 #   b-get      GET  /v1/kv/bench/<key>?r=2   against (b)
 #   put-w2     PUT  /v1/kv/bench/<key>?w=2   against the cluster (1 KiB JSON)
+#   put-w2r1   PUT  /v1/kv/bench/<key>?w=2&r=1  the same, its context read from
+#              the coordinator's replica only (the default r=2 also asks one
+#              other replica first)
 #   get-r2     GET  /v1/kv/bench/<key>?r=2   against the cluster
 #   get-r1     GET  /v1/kv/bench/<key>?r=1   against the cluster
 # with keys drawn at random from the preloaded ones (scripts/wrk/get.lua and
@@ -176,6 +179,7 @@ for ((r = 1; r <= rounds; r++)); do
 	run_wrk a-get "http://$addr_a" get.lua "" "$r"
 	run_wrk b-get "http://$addr_b" get.lua "r=2" "$r"
 	run_wrk put-w2 "http://$n1" put.lua "w=2" "$r"
+	run_wrk put-w2r1 "http://$n1" put.lua "w=2&r=1" "$r"
 	run_wrk get-r2 "http://$n1" get.lua "r=2" "$r"
 	run_wrk get-r1 "http://$n1" get.lua "r=1" "$r"
 done
@@ -206,6 +210,7 @@ declare -A med
 while IFS=$'\t' read -r t m _; do med[$t]=$m; done <<<"$summary"
 ratio() { awk -v x="${med[$1]:-0}" -v y="${med[$2]:-0}" 'BEGIN { if (y > 0) printf "%.2f", x / y; else print "n/a" }'; }
 put_b=$(ratio put-w2 b-get)
+put1_b=$(ratio put-w2r1 b-get)
 get2_b=$(ratio get-r2 b-get)
 get1_a=$(ratio get-r1 a-get)
 
@@ -253,6 +258,7 @@ report() {
 		a-get) what="(a) no-op server, GET" ;;
 		b-get) what="(b) quorum floor, GET" ;;
 		put-w2) what="cluster PUT w=2, 1 KiB" ;;
+		put-w2r1) what="cluster PUT w=2 r=1, 1 KiB" ;;
 		get-r2) what="cluster GET r=2" ;;
 		get-r1) what="cluster GET r=1" ;;
 		*) what=$t ;;
@@ -263,6 +269,7 @@ report() {
 	echo "| ratio | measured | goal | not done below |"
 	echo "| --- | ---: | ---: | ---: |"
 	echo "| PUT w=2 / (b) | $put_b | 1.0 | 0.75 |"
+	echo "| PUT w=2 r=1 / (b) | $put1_b | — | — |"
 	echo "| GET r=2 / (b) | $get2_b | 1.5 | 1.0 |"
 	echo "| GET r=1 / (a) | $get1_a | — | — |"
 	echo
