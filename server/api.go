@@ -267,7 +267,7 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 		// lands between this read and the write below is not covered, so it
 		// survives as a sibling: nothing is lost, at worst a sibling
 		// appears.
-		if req.context, err = n.readContext(ctx, req.key, req.r, req.sloppy); err != nil {
+		if req.context, err = n.readContext(ctx, req.key, req.r, req.sloppy, req.deadline); err != nil {
 			n.fail(w, r, op, err)
 			return
 		}

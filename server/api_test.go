@@ -7,7 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/quorumkv/quorumkv/storage"
@@ -166,21 +168,70 @@ func TestDelete(t *testing.T) {
 	}
 }
 
+// A read repairs the replicas it asked: all of them at r=3, and all of
+// them at any r when it is one of the ReadRepairChance reads.
 func TestReadRepair(t *testing.T) {
-	c := newTestCluster(t, 3, func(cfg *Config) { cfg.Handoff.PauseHints = true })
-	c.stop("n3")
-	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"fresh"`))
-	c.start("n3")
-	c.waitSettled()
-	if got := c.liveValues("n3", "b", "k"); got != nil {
-		t.Fatalf("n3 has %q before the read", got)
+	for _, tt := range []struct {
+		name   string
+		chance float64
+		query  string
+	}{
+		{"r=3 asks every replica", 0, "r=3"},
+		{"a full read at r=2", 1, "r=2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newTestCluster(t, 3, func(cfg *Config) {
+				cfg.Handoff.PauseHints = true
+				cfg.PauseAntiEntropy = true
+				cfg.ReadRepairChance = tt.chance
+			})
+			c.stop("n3")
+			c.must(204, c.do("n1", "PUT", "/v1/kv/b/k", `"fresh"`))
+			c.start("n3")
+			c.waitSettled()
+			if got := c.liveValues("n3", "b", "k"); got != nil {
+				t.Fatalf("n3 has %q before the read", got)
+			}
+			c.must(200, c.do("n1", "GET", "/v1/kv/b/k?"+tt.query, ""))
+			eventually(t, "read repair of n3", func() bool {
+				got := c.liveValues("n3", "b", "k")
+				return len(got) == 1 && got[0] == `"fresh"`
+			})
+		})
 	}
-	// r=2: n3's not-found counts toward R, so with r=1 it could answer alone.
-	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=2", ""))
-	eventually(t, "read repair of n3", func() bool {
-		got := c.liveValues("n3", "b", "k")
-		return len(got) == 1 && got[0] == `"fresh"`
+}
+
+// Without a full read, a read asks R replicas, the coordinator's own
+// first: an r=1 read at a replica makes no remote call at all, an r=2 read
+// one, and a plain write reads its context the same way.
+func TestReadsAskRReplicas(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) {
+		cfg.ReadRepairChance = 0
+		cfg.ReplicaTimeout = 10 * time.Second // no spill-over to a third replica under load
 	})
+	n := c.servers["n1"].Node
+	gets := func() float64 { return testutil.ToFloat64(n.metrics.replicaCalls.WithLabelValues("get", "ok")) }
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `"v"`))
+	for _, tt := range []struct {
+		method, query string
+		calls         float64 // replica reads, the local one included
+	}{
+		{"GET", "r=1", 1},
+		{"GET", "r=2", 2},
+		{"GET", "r=3", 3},
+		{"PUT", "r=1&w=3", 1},
+		{"PUT", "r=2&w=3", 2},
+	} {
+		before := gets()
+		want := 200
+		if tt.method == "PUT" {
+			want = 204
+		}
+		c.must(want, c.do("n1", tt.method, "/v1/kv/b/k?"+tt.query, `"v"`))
+		if got := gets() - before; got != tt.calls {
+			t.Errorf("%s ?%s: %v replica reads, want %v", tt.method, tt.query, got, tt.calls)
+		}
+	}
 }
 
 func TestRestartKeepsData(t *testing.T) {

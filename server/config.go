@@ -41,6 +41,12 @@ type Config struct {
 	// that does not answer within it is replaced by a fallback (sloppy
 	// quorum). Default 1s (and never beyond the request's deadline).
 	ReplicaTimeout time.Duration
+	// ReadRepairChance is the share of reads that ask every counting
+	// replica rather than R of them, so that read repair also reaches the
+	// replicas a read did not need (Cassandra's read_repair_chance). Hinted
+	// handoff and anti-entropy repair the rest. 0 to 1; DefaultConfig sets
+	// 0.1, and 0 (the zero Config) means never.
+	ReadRepairChance float64
 	// MaxBody is the largest value accepted, in bytes. Default 1 MiB.
 	MaxBody int64
 	// SiblingWarn is the sibling count past which responses carry an
@@ -163,17 +169,18 @@ func DefaultConfig() Config {
 			TCPTimeout:       5 * time.Second,
 			JoinRetryMax:     5 * time.Second,
 		},
-		Ring:           ring.DefaultConfig(),
-		R:              2,
-		W:              2,
-		Timeout:        3 * time.Second,
-		MaxTimeout:     60 * time.Second,
-		ReplicaTimeout: time.Second,
-		MaxBody:        1 << 20,
-		SiblingWarn:    25,
-		SiblingLimit:   100,
-		BusyRequests:   32,
-		AntiEntropy:    antientropy.DefaultConfig(),
+		Ring:             ring.DefaultConfig(),
+		R:                2,
+		W:                2,
+		Timeout:          3 * time.Second,
+		MaxTimeout:       60 * time.Second,
+		ReplicaTimeout:   time.Second,
+		ReadRepairChance: 0.1,
+		MaxBody:          1 << 20,
+		SiblingWarn:      25,
+		SiblingLimit:     100,
+		BusyRequests:     32,
+		AntiEntropy:      antientropy.DefaultConfig(),
 		Handoff: HandoffConfig{
 			Interval:      time.Second,
 			HintRate:      2000,
@@ -266,6 +273,9 @@ func (c Config) Validate() error {
 	}
 	if c.W < 1 || c.W > c.Ring.N {
 		errs = append(errs, fmt.Errorf("w=%d must be within 1..n=%d", c.W, c.Ring.N))
+	}
+	if !(c.ReadRepairChance >= 0 && c.ReadRepairChance <= 1) {
+		errs = append(errs, fmt.Errorf("read repair chance %v must be within 0..1", c.ReadRepairChance))
 	}
 	if c.Timeout <= 0 || c.MaxTimeout < c.Timeout {
 		errs = append(errs, fmt.Errorf("timeout %v must be positive and at most max timeout %v", c.Timeout, c.MaxTimeout))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -246,66 +247,73 @@ func (n *Node) readTargets(pl *ring.Placement, p int, sloppy bool) []reply {
 	return out
 }
 
-// read returns the merge of the first r replies for k (nil if none of them
-// holds the key). The remaining replies are awaited in the background, and
-// every counting replica that answered with less than the merge of all
-// answers gets that merge (read repair).
+// read returns the merge of r replies for k (nil if none of them holds the
+// key). It asks r counting replicas, this node first, and, with probability
+// ReadRepairChance, all of them (see gather). Every replica that answered
+// for itself with less than the merge of the answers gets that merge (read
+// repair); answers that arrive after the quorum are awaited and repaired in
+// the background.
 func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, deadline time.Time) (*storage.Object, error) {
-	targets := n.readTargets(n.placement(), int(k.Partition), sloppy)
-	nodes := make([]string, len(targets))
-	forOf := map[string]string{}
-	for i, t := range targets {
-		nodes[i] = t.node
-		forOf[t.node] = t.owner
+	all := n.cfg.ReadRepairChance > 0 && rand.Float64() < n.cfg.ReadRepairChance
+	g, err := n.gather(ctx, k, r, sloppy, all, deadline)
+	if err != nil {
+		return nil, err
 	}
-	ch := n.fanOut(deadline, nodes, func(ctx context.Context, node string) reply {
-		rep := n.replicaGet(ctx, node, k)
-		rep.owner = forOf[node]
-		return rep
-	})
-	var got []reply
-	acked := 0
-	for len(got) < len(nodes) {
-		select {
-		case rep := <-ch:
-			got = append(got, rep)
-			if !rep.ok() {
-				continue
-			}
-			if acked++; acked < r {
-				continue
-			}
-			var merged *storage.Object
-			for _, g := range got {
-				if g.ok() && g.obj != nil {
-					merged = storage.Merge(merged, g.obj)
-				}
-			}
-			seen := slices.Clone(got)
-			n.goBackground(func() { n.readRepair(k, seen, ch, len(nodes)) })
-			return merged, nil
-		case <-ctx.Done():
-			return nil, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
+	var merged *storage.Object
+	for _, rep := range g.got {
+		if rep.ok() && rep.obj != nil {
+			merged = storage.Merge(merged, rep.obj)
 		}
 	}
-	return nil, &QuorumError{Op: "read", Required: r, Acknowledged: acked}
+	if !n.goBackground(func() { n.readRepair(k, g) }) {
+		g.release()
+	}
+	return merged, nil
 }
 
 // readContext returns the causal context of what r replicas of k hold, for
-// a write without a context. It asks only r of them (this node first: no
-// round trip), and another whenever one fails or has not answered within
-// ReplicaTimeout; it does no read repair (the write that follows supersedes
-// what it saw on every replica anyway). Calls still running when it returns
-// are cancelled.
-func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy bool) (storage.Context, error) {
+// a write without a context. It does no read repair: the write that
+// follows supersedes what it saw on every replica anyway.
+func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy bool, deadline time.Time) (storage.Context, error) {
+	g, err := n.gather(ctx, k, r, sloppy, false, deadline)
+	if err != nil {
+		return storage.Context{}, err
+	}
+	g.release()
+	var seen storage.Context
+	for _, rep := range g.got {
+		if rep.ok() && rep.obj != nil {
+			seen = seen.Join(rep.obj.Context)
+		}
+	}
+	return seen, nil
+}
+
+// gathered is what gather collected: the replies so far, and the calls
+// still running, whose replies arrive on rest.
+type gathered struct {
+	got     []reply
+	rest    <-chan reply
+	pending int
+	release context.CancelFunc // ends the calls still running
+}
+
+// gather asks k's counting replicas (or, when sloppy, fallbacks for down
+// ones) until r have answered. It asks r of them, this node first (no round
+// trip), and another whenever one fails or has not answered within
+// ReplicaTimeout; with all, it asks every one at once. A not-found counts
+// toward r, an error does not. The calls run with deadline but not ctx's
+// cancellation, so that read repair can use the late answers; the caller
+// ends them with release once it needs them no more.
+func (n *Node) gather(ctx context.Context, k storage.Key, r int, sloppy, all bool, deadline time.Time) (gathered, error) {
 	targets := n.readTargets(n.placement(), int(k.Partition), sloppy)
 	if i := slices.IndexFunc(targets, func(t reply) bool { return t.node == n.cfg.NodeID }); i > 0 {
 		targets[0], targets[i] = targets[i], targets[0]
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	callCtx, cancel := context.WithDeadline(n.bg, deadline)
 	ch := make(chan reply, len(targets))
-	next, inflight := 0, 0
+	g := gathered{rest: ch, release: cancel}
+	next := 0
 	launch := func() {
 		if next == len(targets) {
 			return
@@ -313,43 +321,46 @@ func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy boo
 		t := targets[next]
 		next++
 		if n.goBackground(func() {
-			rep := n.replicaGet(ctx, t.node, k)
+			rep := n.replicaGet(callCtx, t.node, k)
 			rep.owner = t.owner
 			ch <- rep
 		}) {
-			inflight++
+			g.pending++
 		}
 	}
-	for range min(r, len(targets)) {
+	first := min(r, len(targets))
+	if all {
+		first = len(targets)
+	}
+	for range first {
 		launch()
 	}
 	slow := time.NewTimer(n.cfg.ReplicaTimeout)
 	defer slow.Stop()
-	var seen storage.Context
 	acked := 0
 	for acked < r {
-		if inflight == 0 {
-			return seen, &QuorumError{Op: "read", Required: r, Acknowledged: acked}
+		if g.pending == 0 {
+			cancel()
+			return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked}
 		}
 		select {
 		case rep := <-ch:
-			inflight--
-			if !rep.ok() {
+			g.pending--
+			g.got = append(g.got, rep)
+			if rep.ok() {
+				acked++
+			} else {
 				launch()
-				continue
-			}
-			acked++
-			if rep.obj != nil {
-				seen = seen.Join(rep.obj.Context)
 			}
 		case <-slow.C:
 			launch()
 			slow.Reset(n.cfg.ReplicaTimeout)
 		case <-ctx.Done():
-			return seen, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
+			cancel()
+			return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
 		}
 	}
-	return seen, nil
+	return g, nil
 }
 
 // readRepair waits for the rest of a read's replies (each call ends by the
@@ -357,29 +368,31 @@ func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy boo
 // replica that answered for itself with less. Fallbacks are not repaired
 // (their hints will be delivered), nor replicas whose state is unknown
 // because they failed to answer: hints and anti-entropy cover those.
-func (n *Node) readRepair(k storage.Key, got []reply, ch <-chan reply, total int) {
-	for len(got) < total {
-		got = append(got, <-ch)
+func (n *Node) readRepair(k storage.Key, g gathered) {
+	got := g.got
+	for range g.pending {
+		got = append(got, <-g.rest)
 	}
+	g.release()
 	var final *storage.Object
-	for _, g := range got {
-		if g.ok() && g.obj != nil {
-			final = storage.Merge(final, g.obj)
+	for _, rep := range got {
+		if rep.ok() && rep.obj != nil {
+			final = storage.Merge(final, rep.obj)
 		}
 	}
 	if final == nil {
 		return
 	}
 	var stale []string
-	for _, g := range got {
-		if g.ok() && g.node == g.owner && !g.obj.Holds(final) {
-			stale = append(stale, g.node)
+	for _, rep := range got {
+		if rep.ok() && rep.node == rep.owner && !rep.obj.Holds(final) {
+			stale = append(stale, rep.node)
 		}
 	}
 	if len(stale) == 0 {
 		return
 	}
-	ch = n.fanOut(time.Now().Add(n.cfg.Timeout), stale, func(ctx context.Context, node string) reply {
+	ch := n.fanOut(time.Now().Add(n.cfg.Timeout), stale, func(ctx context.Context, node string) reply {
 		return reply{node: node, err: n.replicaApply(ctx, node, k, final)}
 	})
 	for range stale {

@@ -44,6 +44,7 @@ type nodeFlags struct {
 	partitions int
 	maxBody    int64
 	pprof      bool
+	readRepair float64
 	timeout    time.Duration
 	cacheSize  int64
 	logLevel   string
@@ -59,6 +60,7 @@ func (f *nodeFlags) register(fs *pflag.FlagSet) {
 	fs.Int64Var(&f.maxBody, "max-body", d.MaxBody, "largest value accepted, in bytes")
 	fs.DurationVar(&f.timeout, "timeout", d.Timeout, "default request deadline, replica calls included (a request may ask for another with ?timeout=)")
 	fs.Int64Var(&f.cacheSize, "cache-size", storage.DefaultConfig().CacheSize, "storage memory: Pebble's block cache, which also holds the memtables (an eighth of it), in bytes")
+	fs.Float64Var(&f.readRepair, "read-repair-chance", d.ReadRepairChance, "share of reads that ask every replica (for read repair) rather than R of them, 0..1")
 	fs.BoolVar(&f.pprof, "enable-pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP port")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -113,6 +115,7 @@ func (f *nodeFlags) config(cmd *cobra.Command, nodeID string, addrs nodeAddrs, r
 	cfg.MaxTimeout = max(cfg.MaxTimeout, f.timeout)
 	cfg.MaxBody = f.maxBody
 	cfg.Pprof = f.pprof
+	cfg.ReadRepairChance = f.readRepair
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {
 		return server.Config{}, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("invalid configuration: %w", err)}
