@@ -183,6 +183,13 @@ func (a *app) runDev(ctx context.Context, nodes []*devNode, dataRoot string) err
 	sig, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	var caches []int64
+	for _, d := range nodes {
+		caches = append(caches, d.setup.CacheSize)
+	}
+	if limit := limitMemory(a.lookupEnv, caches...); limit > 0 {
+		log.Info("memory limit", "bytes", limit, "nodes", len(nodes))
+	}
 	var startErr error
 	started := 0
 	for _, d := range nodes {

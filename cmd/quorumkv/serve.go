@@ -365,6 +365,9 @@ func (a *app) runServe(ctx context.Context, s serveSetup) error {
 	if err != nil {
 		return err
 	}
+	if limit := limitMemory(a.lookupEnv, s.CacheSize); limit > 0 {
+		log.Info("memory limit", "bytes", limit, "cache_size", s.CacheSize, "why", "the block cache lives in the Go heap; set GOMEMLIMIT to override")
+	}
 	srv, err := server.Start(s.Config, s.DataDir, s.CacheSize, ln) // owns ln from here
 	if err != nil {
 		return fmt.Errorf("node %s (data directory %s): %w", s.Config.NodeID, s.DataDir, err)
