@@ -234,6 +234,27 @@ func TestReadsAskRReplicas(t *testing.T) {
 	}
 }
 
+// A replica that is slow to answer is replaced by the next one after
+// ReplicaTimeout: a read and a plain write still answer well within their
+// deadline, which the slow replica alone would miss.
+func TestSlowReplicaIsReplacedInReads(t *testing.T) {
+	c := newTestCluster(t, 3, func(cfg *Config) {
+		cfg.ReadRepairChance = 0
+		cfg.ReplicaTimeout = 200 * time.Millisecond
+	})
+	n := c.servers["n1"].Node
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `"v"`))
+	order := n.readOrder(n.keyFor("b", "k"), true)
+	if len(order) != 3 || order[0].node != "n1" {
+		t.Fatalf("read order %v, want n1 first of three", order)
+	}
+	slow := order[1].node // the replica an r=2 read asks after n1
+	c.net.Delay("n1", slow, 5*time.Second)
+	c.must(200, c.do("n1", "GET", "/v1/kv/b/k?r=2&timeout=2s", ""))
+	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?r=2&w=2&timeout=2s", `"w"`))
+	c.net.Heal()
+}
+
 func TestRestartKeepsData(t *testing.T) {
 	c := newTestCluster(t, 3, nil)
 	for i := range 20 {

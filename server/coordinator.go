@@ -289,6 +289,16 @@ func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy boo
 	return seen, nil
 }
 
+// readOrder is the order in which reads ask k's replicas: readTargets,
+// this node first.
+func (n *Node) readOrder(k storage.Key, sloppy bool) []reply {
+	targets := n.readTargets(n.placement(), int(k.Partition), sloppy)
+	if i := slices.IndexFunc(targets, func(t reply) bool { return t.node == n.cfg.NodeID }); i > 0 {
+		targets[0], targets[i] = targets[i], targets[0]
+	}
+	return targets
+}
+
 // gathered is what gather collected: the replies so far, and the calls
 // still running, whose replies arrive on rest.
 type gathered struct {
@@ -306,10 +316,7 @@ type gathered struct {
 // cancellation, so that read repair can use the late answers; the caller
 // ends them with release once it needs them no more.
 func (n *Node) gather(ctx context.Context, k storage.Key, r int, sloppy, all bool, deadline time.Time) (gathered, error) {
-	targets := n.readTargets(n.placement(), int(k.Partition), sloppy)
-	if i := slices.IndexFunc(targets, func(t reply) bool { return t.node == n.cfg.NodeID }); i > 0 {
-		targets[0], targets[i] = targets[i], targets[0]
-	}
+	targets := n.readOrder(k, sloppy)
 	callCtx, cancel := context.WithDeadline(n.bg, deadline)
 	ch := make(chan reply, len(targets))
 	g := gathered{rest: ch, release: cancel}
