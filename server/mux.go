@@ -59,6 +59,10 @@ const (
 	muxMaxInflight = 1024
 	// muxReadBuffer is the read buffer of either end.
 	muxReadBuffer = 64 << 10
+	// muxRetryUnsupported is how long a peer that refused the upgrade as
+	// unknown gets its calls as POSTs before the upgrade is tried again
+	// (after a rolling upgrade it will serve it).
+	muxRetryUnsupported = time.Minute
 	// muxSilentLimit is how long a connection may stay silent while calls
 	// on it time out before it is taken for dead (see muxConn.call).
 	muxSilentLimit = 5 * time.Second
@@ -75,8 +79,11 @@ var muxOps = map[string]byte{
 
 var (
 	errMuxClosed = errors.New("multiplexed connection closed")
-	errMuxBusy   = errors.New("multiplexed connection backlog full")
-	errMuxSilent = errors.New("peer sent nothing before a call's deadline")
+	// errMuxUnsupported: the peer does not serve multiplexed connections
+	// (it runs a release from before them); calls go as POSTs instead.
+	errMuxUnsupported = errors.New("peer does not serve multiplexed connections")
+	errMuxBusy        = errors.New("multiplexed connection backlog full")
+	errMuxSilent      = errors.New("peer sent nothing before a call's deadline")
 )
 
 // readFrame reads one frame and returns what follows its length, which
@@ -213,9 +220,10 @@ type muxPool struct {
 }
 
 type muxPeer struct {
-	conn    *muxConn      // the connection in use, if any
-	dialing chan struct{} // closed when the dial in progress ends
-	err     error         // the last dial's error
+	conn        *muxConn      // the connection in use, if any
+	dialing     chan struct{} // closed when the dial in progress ends
+	err         error         // the last dial's error
+	unsupported time.Time     // until then, calls fail with errMuxUnsupported without a dial
 }
 
 func newMuxPool(dial func(ctx context.Context, network, addr string) (net.Conn, error), cluster string) *muxPool {
@@ -248,6 +256,10 @@ func (p *muxPool) conn(ctx context.Context, addr string) (*muxConn, error) {
 		p.mu.Unlock()
 		return c, nil
 	}
+	if time.Now().Before(pe.unsupported) {
+		p.mu.Unlock()
+		return nil, errMuxUnsupported
+	}
 	if ch := pe.dialing; ch != nil {
 		p.mu.Unlock()
 		select {
@@ -273,6 +285,9 @@ func (p *muxPool) conn(ctx context.Context, addr string) (*muxConn, error) {
 		c, err = nil, errMuxClosed
 	}
 	pe.dialing, pe.conn, pe.err = nil, c, err
+	if errors.Is(err, errMuxUnsupported) {
+		pe.unsupported = time.Now().Add(muxRetryUnsupported)
+	}
 	if c != nil {
 		p.wg.Add(2)
 		go func() { defer p.wg.Done(); c.w.run() }()
@@ -301,7 +316,11 @@ func (p *muxPool) open(ctx context.Context, addr string) (*muxConn, error) {
 	if _, err = io.WriteString(conn, req); err == nil {
 		resp, err = http.ReadResponse(r, nil)
 	}
-	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols {
+	switch {
+	case err != nil:
+	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed:
+		err = fmt.Errorf("%w (%s)", errMuxUnsupported, resp.Status)
+	case resp.StatusCode != http.StatusSwitchingProtocols:
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		err = fmt.Errorf("upgrade refused: %s: %s", resp.Status, msg)
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -339,4 +340,41 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A peer from before multiplexed connections answers the upgrade with 404:
+// its calls go as POSTs, and the upgrade is not tried again on every call.
+func TestMuxFallsBackToPostsForOlderPeers(t *testing.T) {
+	var upgrades, posts atomic.Int32
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case internalMux:
+			upgrades.Add(1)
+			http.NotFound(w, r)
+		case internalGet:
+			posts.Add(1)
+			w.WriteHeader(http.StatusNotFound)
+		case internalApply:
+			posts.Add(1)
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
+		}
+	}))
+	defer old.Close()
+	addr := strings.TrimPrefix(old.URL, "http://")
+	tr := NewHTTPTransport(func(string) (string, bool) { return addr, true }, "n=3", (&net.Dialer{}).DialContext)
+	defer tr.CloseIdleConnections()
+	k := storage.Key{Partition: 1, Bucket: "b", Key: "k"}
+	for range 3 {
+		if _, err := tr.Get(shortCtx(t, 5*time.Second), "old", k); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("get from an older peer: %v", err)
+		}
+		if err := tr.Apply(shortCtx(t, 5*time.Second), "old", k, &storage.Object{}); err != nil {
+			t.Fatalf("apply to an older peer: %v", err)
+		}
+	}
+	if u, p := upgrades.Load(), posts.Load(); u != 1 || p != 6 {
+		t.Fatalf("%d upgrades and %d POSTs, want 1 and 6", u, p)
+	}
 }

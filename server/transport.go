@@ -123,10 +123,13 @@ func (t *HTTPTransport) call(ctx context.Context, node, path string, body []byte
 	}
 	if op, ok := muxOps[path]; ok {
 		status, resp, err := t.mux.call(ctx, addr, op, body)
-		if err != nil {
+		switch {
+		case errors.Is(err, errMuxUnsupported): // an older node: POST it
+		case err != nil:
 			return 0, nil, fmt.Errorf("%w: %s: %v", ErrUnavailable, node, err)
+		default:
+			return status, resp, nil
 		}
-		return status, resp, nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
