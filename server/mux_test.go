@@ -364,7 +364,7 @@ func TestMuxFallsBackToPostsForOlderPeers(t *testing.T) {
 	defer old.Close()
 	addr := strings.TrimPrefix(old.URL, "http://")
 	tr := NewHTTPTransport(func(string) (string, bool) { return addr, true }, "n=3", (&net.Dialer{}).DialContext)
-	defer tr.CloseIdleConnections()
+	defer tr.Close()
 	k := storage.Key{Partition: 1, Bucket: "b", Key: "k"}
 	for range 3 {
 		if _, err := tr.Get(shortCtx(t, 5*time.Second), "old", k); !errors.Is(err, storage.ErrNotFound) {

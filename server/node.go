@@ -201,8 +201,8 @@ func (n *Node) Close(ctx context.Context) {
 	n.bgMu.Unlock()
 	n.stopBg()
 	n.wg.Wait()
-	if t, ok := n.transport.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
+	if t, ok := n.transport.(interface{ Close() }); ok {
+		t.Close()
 	}
 	n.forwarder.CloseIdleConnections()
 }

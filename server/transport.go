@@ -102,9 +102,10 @@ func newHTTPClientTransport(dial func(ctx context.Context, network, addr string)
 	}
 }
 
-// CloseIdleConnections releases pooled connections and closes the
-// multiplexed ones, failing the calls still waiting on them.
-func (t *HTTPTransport) CloseIdleConnections() {
+// Close releases pooled connections and closes the multiplexed ones,
+// failing the calls still waiting on them; later calls over multiplexed
+// connections fail too. The node closes its transport when it stops.
+func (t *HTTPTransport) Close() {
 	t.client.CloseIdleConnections()
 	t.mux.close()
 }
