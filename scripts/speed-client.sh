@@ -83,10 +83,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-echo "building quorumkv and refserver into $tmp"
-(cd "$repo_root" && CGO_ENABLED=0 go build -o "$tmp/quorumkv" ./cmd/quorumkv && CGO_ENABLED=0 go build -o "$tmp/refserver" ./scripts/refserver)
-refserver=$tmp/refserver
-bin=$tmp/quorumkv
+build_binaries "$tmp"
+bin=$quorumkv_bin
 
 start_ref "$tmp/noop.log" noop --addr 127.0.0.1:0
 noop=http://$ref_addr

@@ -33,6 +33,15 @@ free_base_port() {
 	die "no free base port found"
 }
 
+# build_binaries DIR: builds quorumkv and scripts/refserver (CGO_ENABLED=0)
+# into DIR, and sets refserver (for start_ref) and quorumkv_bin.
+build_binaries() {
+	echo "building quorumkv and refserver into $1"
+	(cd "$repo_root" && CGO_ENABLED=0 go build -o "$1/quorumkv" ./cmd/quorumkv && CGO_ENABLED=0 go build -o "$1/refserver" ./scripts/refserver)
+	refserver=$1/refserver
+	quorumkv_bin=$1/quorumkv
+}
+
 # start_ref starts "$refserver $@" in the background, appends its pid to the
 # array ref_pids and sets ref_addr to the address it printed. Its output
 # goes to $log.
