@@ -265,7 +265,7 @@ func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, dead
 			merged = storage.Merge(merged, rep.obj)
 		}
 	}
-	if !n.goBackground(func() { n.readRepair(k, g) }) {
+	if !n.goBackground(func() { n.readRepair(k, g, merged) }) {
 		g.release()
 	}
 	return merged, nil
@@ -371,22 +371,21 @@ func (n *Node) gather(ctx context.Context, k storage.Key, r int, sloppy, all boo
 }
 
 // readRepair waits for the rest of a read's replies (each call ends by the
-// read's deadline), merges all answers, and sends the merge to every
-// replica that answered for itself with less. Fallbacks are not repaired
+// read's deadline), merges them into merged (the merge of the replies the
+// read answered with), and sends the result to every replica that answered
+// for itself with less. Fallbacks are not repaired
 // (their hints will be delivered), nor replicas whose state is unknown
 // because they failed to answer: hints and anti-entropy cover those.
-func (n *Node) readRepair(k storage.Key, g gathered) {
-	got := g.got
+func (n *Node) readRepair(k storage.Key, g gathered, merged *storage.Object) {
+	got, final := g.got, merged
 	for range g.pending {
-		got = append(got, <-g.rest)
-	}
-	g.release()
-	var final *storage.Object
-	for _, rep := range got {
+		rep := <-g.rest
+		got = append(got, rep)
 		if rep.ok() && rep.obj != nil {
 			final = storage.Merge(final, rep.obj)
 		}
 	}
+	g.release()
 	if final == nil {
 		return
 	}
