@@ -41,8 +41,8 @@ func (n *Node) handleMux(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveMux answers the requests of one multiplexed connection, each in its
-// own goroutine, until the connection fails or the node stops; then it
+// serveMux answers the requests of one multiplexed connection, each on its
+// own worker (goBackground), until the connection fails or the node stops; then it
 // waits for the requests in progress.
 func (n *Node) serveMux(conn net.Conn, r *bufio.Reader) {
 	var handlers [256]internalHandler
@@ -73,7 +73,7 @@ func (n *Node) serveMux(conn net.Conn, r *bufio.Reader) {
 			break
 		}
 		wg.Add(1)
-		go func() {
+		if !n.goBackground(func() {
 			defer func() {
 				<-sem
 				wg.Done()
@@ -84,9 +84,14 @@ func (n *Node) serveMux(conn net.Conn, r *bufio.Reader) {
 				status, resp = h(n.bg, body)
 			}
 			_ = w.add(id, uint16(status), 2, resp)
-		}()
+		}) {
+			<-sem
+			wg.Done()
+			err = errMuxClosed
+			break
+		}
 	}
-	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, errMuxClosed) {
 		n.log.Warn("multiplexed connection failed", "peer", conn.RemoteAddr().String(), "err", err)
 	}
 	w.fail(io.EOF)

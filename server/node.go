@@ -44,9 +44,10 @@ type Node struct {
 	// for wg.
 	bg     context.Context
 	stopBg context.CancelFunc
-	wg     sync.WaitGroup
-	bgMu   sync.Mutex // orders goBackground against Close
-	closed bool
+	wg      sync.WaitGroup
+	workers *workers     // run goBackground's tasks
+	bgMu    sync.RWMutex // orders goBackground against Close
+	closed  bool
 
 	// partLocks order writes into a partition against dropping it: a write
 	// checks under the read lock that this node still keeps the partition,
@@ -113,6 +114,7 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 		partLocks: make([]sync.RWMutex, cfg.Ring.Partitions),
 	}
 	n.bg, n.stopBg = context.WithCancel(context.Background())
+	n.workers = newWorkers(maxIdleWorkers, n.bg.Done(), &n.wg)
 	n.metrics.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "quorumkv_hints_dropped_total",
@@ -207,19 +209,19 @@ func (n *Node) Close(ctx context.Context) {
 	n.forwarder.CloseIdleConnections()
 }
 
-// goBackground runs fn in a goroutine owned by the node, and reports
-// whether it did: after Close it does nothing.
+// maxIdleWorkers bounds the node's idle workers: enough for the replica
+// calls of a few hundred requests in flight, at a few KiB of stack each.
+const maxIdleWorkers = 256
+
+// goBackground runs fn in a goroutine owned by the node (one of its
+// workers), and reports whether it did: after Close it does nothing.
 func (n *Node) goBackground(fn func()) bool {
-	n.bgMu.Lock()
-	defer n.bgMu.Unlock()
+	n.bgMu.RLock()
+	defer n.bgMu.RUnlock()
 	if n.closed {
 		return false
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		fn()
-	}()
+	n.workers.run(fn)
 	return true
 }
 
