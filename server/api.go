@@ -263,10 +263,12 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if !req.hasContext {
-		// A plain write replaces what a read at R sees now. A write that
-		// lands between this read and the write below is not covered, so it
-		// survives as a sibling: nothing is lost, at worst a sibling
-		// appears.
+		// A plain write replaces what a read at R sees now: R-1 other
+		// replicas here, and this one's own under the key's lock as the
+		// version is issued. A write that lands on another replica between
+		// this read and the write below is not covered, so it survives as a
+		// sibling: nothing is lost, at worst a sibling appears.
+		write.Plain = true
 		if req.context, err = n.readContext(ctx, req.key, req.r, req.sloppy, req.deadline); err != nil {
 			n.fail(w, r, op, err)
 			return

@@ -203,7 +203,8 @@ func TestReadRepair(t *testing.T) {
 
 // Without a full read, a read asks R replicas, the coordinator's own
 // first: an r=1 read at a replica makes no remote call at all, an r=2 read
-// one, and a plain write reads its context the same way.
+// one. A plain write asks R-1 other replicas for their context; its own it
+// reads inside the store, as it issues the version.
 func TestReadsAskRReplicas(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *Config) {
 		cfg.ReadRepairChance = 0
@@ -214,13 +215,14 @@ func TestReadsAskRReplicas(t *testing.T) {
 	c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `"v"`))
 	for _, tt := range []struct {
 		method, query string
-		calls         float64 // replica reads, the local one included
+		calls         float64 // replica reads, a GET's local one included
 	}{
 		{"GET", "r=1", 1},
 		{"GET", "r=2", 2},
 		{"GET", "r=3", 3},
-		{"PUT", "r=1&w=3", 1},
-		{"PUT", "r=2&w=3", 2},
+		{"PUT", "r=1&w=3", 0},
+		{"PUT", "r=2&w=3", 1},
+		{"PUT", "r=3&w=3", 2},
 	} {
 		before := gets()
 		want := 200

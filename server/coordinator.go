@@ -255,7 +255,7 @@ func (n *Node) readTargets(pl *ring.Placement, p int, sloppy bool) []reply {
 // the background.
 func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, deadline time.Time) (*storage.Object, error) {
 	all := n.cfg.ReadRepairChance > 0 && rand.Float64() < n.cfg.ReadRepairChance
-	g, err := n.gather(ctx, k, r, sloppy, all, deadline)
+	g, err := n.gather(ctx, k, n.readOrder(k, sloppy), r, all, deadline)
 	if err != nil {
 		return nil, err
 	}
@@ -271,12 +271,26 @@ func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, dead
 	return merged, nil
 }
 
-// readContext returns the causal context of what r replicas of k hold, for
-// a write without a context. It does no read repair: the write that
-// follows supersedes what it saw on every replica anyway.
+// readContext returns the causal context of what r replicas of k hold,
+// for a write without a context coordinated here: it asks r-1 of the
+// others, since the local store adds its own under the key's lock
+// (storage.Write.Plain). It does no read repair: the write that follows
+// supersedes what it saw on every replica anyway.
 func (n *Node) readContext(ctx context.Context, k storage.Key, r int, sloppy bool, deadline time.Time) (storage.Context, error) {
-	g, err := n.gather(ctx, k, r, sloppy, false, deadline)
+	targets := n.readOrder(k, sloppy)
+	if len(targets) > 0 && targets[0].node == n.cfg.NodeID {
+		targets, r = targets[1:], r-1
+	}
+	if r <= 0 {
+		return storage.Context{}, nil
+	}
+	g, err := n.gather(ctx, k, targets, r, false, deadline)
 	if err != nil {
+		var qe *QuorumError
+		if errors.As(err, &qe) {
+			qe.Required++ // this node's own read, which cannot fail
+			qe.Acknowledged++
+		}
 		return storage.Context{}, err
 	}
 	g.release()
@@ -308,15 +322,14 @@ type gathered struct {
 	release context.CancelFunc // ends the calls still running
 }
 
-// gather asks k's counting replicas (or, when sloppy, fallbacks for down
-// ones) until r have answered. It asks r of them, this node first (no round
-// trip), and another whenever one fails or has not answered within
+// gather asks targets, k's counting replicas (or, when sloppy, fallbacks
+// for down ones) in readOrder, until r have answered. It asks the first r,
+// and another whenever one fails or has not answered within
 // ReplicaTimeout; with all, it asks every one at once. A not-found counts
 // toward r, an error does not. The calls run with deadline but not ctx's
 // cancellation, so that read repair can use the late answers; the caller
 // ends them with release once it needs them no more.
-func (n *Node) gather(ctx context.Context, k storage.Key, r int, sloppy, all bool, deadline time.Time) (gathered, error) {
-	targets := n.readOrder(k, sloppy)
+func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int, all bool, deadline time.Time) (gathered, error) {
 	callCtx, cancel := context.WithDeadline(n.bg, deadline)
 	ch := make(chan reply, len(targets))
 	g := gathered{rest: ch, release: cancel}

@@ -367,6 +367,11 @@ type Write struct {
 	// Context is the causal context the client read; the write supersedes
 	// exactly the versions it covers.
 	Context Context
+	// Plain marks a write without a client context: it also supersedes
+	// what this replica holds when it issues the dot, read under the key's
+	// lock. Context then holds what the coordinator read from other
+	// replicas, if anything.
+	Plain bool
 	// Value, ContentType and Tombstone describe the new version.
 	Value       []byte
 	ContentType string
@@ -422,6 +427,9 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	}
 	if err := s.checkContext(w.Context); err != nil {
 		return Written{}, err
+	}
+	if w.Plain {
+		w.Context = w.Context.Join(cur.Context)
 	}
 	if w.RequestID != "" {
 		if retry, ok := retryOf(cur, w); ok {

@@ -299,3 +299,47 @@ func TestIssuedSeesTheObjectBeforeCommit(t *testing.T) {
 		t.Fatalf("Issued got %+v, stored %+v", issued, w.Object)
 	}
 }
+
+// A plain write supersedes what this replica holds as it issues the dot,
+// siblings included, plus what its Context covers from other replicas; a
+// version it did not see (arriving later) survives as a sibling.
+func TestPlainPutSupersedesLocalObject(t *testing.T) {
+	a, b := open(t, t.TempDir()), open(t, filepath.Join(t.TempDir(), "b"))
+	defer a.Close()
+	defer b.Close()
+	put(t, a, k1, Context{}, "a1")
+	wb := put(t, b, k1, Context{}, "b1")
+	if _, err := a.Apply(k1, wb.Object); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := a.Put(k1, Write{Plain: true, Value: []byte("plain"), Now: time.Unix(2, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := values(plain.Object); len(v) != 1 || v[0] != "plain" {
+		t.Fatalf("after a plain write: %q, want [plain]", v)
+	}
+	if !plain.Context.Descends(wb.Object.Context) {
+		t.Fatalf("returned context %v does not cover the superseded %v", plain.Context, wb.Object.Context)
+	}
+	// b writes again without having seen the plain write: concurrent.
+	wb2 := put(t, b, k1, wb.Context, "b2")
+	m, err := a.Apply(k1, wb2.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Siblings) != 2 {
+		t.Fatalf("%d siblings after a concurrent write, want 2 (plain, b2)", len(m.Siblings))
+	}
+	// A plain write's Context also covers what the coordinator read
+	// elsewhere: b's new version, not yet on a, is superseded when it lands.
+	wb3 := put(t, b, k1, wb2.Context, "b3")
+	p2, err := a.Put(k1, Write{Plain: true, Context: wb3.Object.Context, Value: []byte("p2"), Now: time.Unix(3, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ = a.Apply(k1, wb3.Object)
+	if v := values(m); len(v) != 1 || v[0] != "p2" || !equalObjects(m, p2.Object) {
+		t.Fatalf("after the read version arrived: %q, want [p2]", v)
+	}
+}
