@@ -215,7 +215,13 @@ func (d *decoder) context() Context {
 // normalized; a context that does not cover a sibling is widened to cover
 // it.
 func DecodeObject(buf []byte) (*Object, error) {
-	d := decoder{buf: slices.Clone(buf)}
+	return decodeObject(slices.Clone(buf))
+}
+
+// decodeObject is DecodeObject without the copy: the object's values alias
+// buf, which must not change afterwards.
+func decodeObject(buf []byte) (*Object, error) {
+	d := decoder{buf: buf}
 	o := &Object{Context: d.context()}
 	n := d.uvarint("sibling count", maxSiblings)
 	if d.err == nil && n > uint64(len(d.buf)) {

@@ -49,10 +49,15 @@ type Config struct {
 	// NodeID names this node; the actor id is NodeID plus an epoch kept in
 	// Dir. Required.
 	NodeID string
-	// CacheSize is the memory Pebble keeps for recent writes and read
-	// blocks, in bytes: its block cache, out of which it also reserves the
-	// memtables (see MemTableSize). Default 128 MiB.
+	// CacheSize is the memory kept for recent writes and reads, in bytes:
+	// the object cache (ObjectCacheSize), and Pebble's block cache, which
+	// gets the rest and out of which Pebble also reserves the memtables
+	// (see MemTableSize). Default 128 MiB.
 	CacheSize int64
+	// ObjectCacheSize is the part of CacheSize that keeps recently used
+	// objects decoded in front of Pebble, in bytes (see objCache). Default
+	// CacheSize/8; negative: none. At most CacheSize/2.
+	ObjectCacheSize int64
 	// MemTableSize is Pebble's memtable size in bytes. Pebble reserves
 	// every memtable, the one being written and those waiting to be
 	// flushed, inside the block cache, so a memtable half the cache's size
@@ -99,6 +104,14 @@ func (c *Config) fill() error {
 	if c.MemTableSize == 0 {
 		c.MemTableSize = uint64(min(max(c.CacheSize/8, 256<<10), 64<<20))
 	}
+	switch {
+	case c.ObjectCacheSize == 0:
+		c.ObjectCacheSize = c.CacheSize / 8
+	case c.ObjectCacheSize < 0:
+		c.ObjectCacheSize = 0
+	case c.ObjectCacheSize > c.CacheSize/2:
+		return fmt.Errorf("storage: ObjectCacheSize %d is more than half of CacheSize %d", c.ObjectCacheSize, c.CacheSize)
+	}
 	if c.MemTableSize > uint64(c.CacheSize/4) {
 		return fmt.Errorf("storage: MemTableSize %d is more than a quarter of CacheSize %d: the memtables would crowd blocks out of the cache", c.MemTableSize, c.CacheSize)
 	}
@@ -128,6 +141,7 @@ type Store struct {
 	leaseMu   sync.Mutex
 	leaseTill atomic.Uint64 // counters up to here are reserved on disk
 
+	objects   *objCache // nil if Config.ObjectCacheSize is negative
 	hints     hintCounters
 	corrupt   atomic.Uint64
 	treeStale atomic.Bool
@@ -143,7 +157,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	cache := pebble.NewCache(cfg.CacheSize)
+	cache := pebble.NewCache(cfg.CacheSize - cfg.ObjectCacheSize)
 	defer cache.Unref()
 	opts := &pebble.Options{
 		Cache:              cache,
@@ -164,7 +178,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
-	s := &Store{cfg: cfg, db: db, seed: maphash.MakeSeed()}
+	s := &Store{cfg: cfg, db: db, seed: maphash.MakeSeed(), objects: newObjCache(cfg.ObjectCacheSize)}
 	if err := s.loadIdentity(); err != nil {
 		db.Close()
 		return nil, err
@@ -317,18 +331,22 @@ func (s *Store) Get(k Key) (*Object, error) {
 }
 
 func (s *Store) get(key []byte) (*Object, error) {
-	v, closer, err := s.db.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
+	if cur, ok := s.objects.get(key); ok {
+		return cur.obj, nil
+	}
+	gen := s.objects.gen(key)
+	raw, err := s.getRaw(key)
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
 		return nil, ErrNotFound
 	}
-	if err != nil {
-		return nil, fmt.Errorf("storage: get: %w", err)
-	}
-	defer closer.Close()
-	o, err := decodeStored(v)
+	o, err := decodeOwned(raw)
 	if err != nil {
 		return nil, fmt.Errorf("storage: key %x: %w", key, err)
 	}
+	s.objects.fill(key, gen, current{raw: raw, obj: o})
 	return o, nil
 }
 
@@ -351,14 +369,17 @@ func (s *Store) Apply(k Key, in *Object) (*Object, error) {
 	merged := Merge(cur.obj, in)
 	raw := appendStored(nil, merged)
 	if cur.obj != nil && bytes.Equal(raw, cur.raw) {
-		return merged, nil
+		s.objects.set(key, cur)
+		return cur.obj, nil
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	s.stage(b, key, cur, raw, merged)
 	if err := b.Commit(pebble.Sync); err != nil {
+		s.objects.set(key, current{}) // the outcome is unknown: ask Pebble
 		return nil, fmt.Errorf("storage: apply %s: %w", k, err)
 	}
+	s.objects.set(key, current{raw: raw, obj: merged})
 	return merged, nil
 }
 
@@ -459,10 +480,13 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	s.stage(b, key, loaded, appendStored(nil, obj), obj)
+	raw := appendStored(nil, obj)
+	s.stage(b, key, loaded, raw, obj)
 	if err := b.Commit(pebble.Sync); err != nil {
+		s.objects.set(key, current{}) // the outcome is unknown: ask Pebble
 		return Written{}, fmt.Errorf("storage: put %s: %w", k, err)
 	}
+	s.objects.set(key, current{raw: raw, obj: obj})
 	return Written{Object: obj, Context: ctx, Dot: d}, nil
 }
 

@@ -81,7 +81,9 @@ func (s *Store) DeletePartition(p uint32) error {
 		lo, hi := partitionRange(prefix, p)
 		_ = b.DeleteRange(lo, hi, nil)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err := b.Commit(pebble.Sync)
+	s.objects.dropPartition(p) // whatever the outcome: ask Pebble
+	if err != nil {
 		return fmt.Errorf("storage: delete partition %d: %w", p, err)
 	}
 	return nil
@@ -132,6 +134,7 @@ func (s *Store) ApplyMany(entries []PartitionEntry) error {
 	type pending struct {
 		cur    current
 		merged *Object
+		raw    []byte // merged's stored form, if it changed anything
 	}
 	byKey := map[string]*pending{}
 	for _, e := range entries {
@@ -154,12 +157,23 @@ func (s *Store) ApplyMany(entries []PartitionEntry) error {
 			continue
 		}
 		s.stage(b, []byte(key), pe.cur, raw, pe.merged)
+		pe.raw = raw
 		changed++
 	}
 	if changed == 0 {
 		return nil
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err := b.Commit(pebble.Sync)
+	for key, pe := range byKey {
+		switch {
+		case pe.raw == nil:
+		case err != nil:
+			s.objects.set([]byte(key), current{}) // the outcome is unknown: ask Pebble
+		default:
+			s.objects.set([]byte(key), current{raw: pe.raw, obj: pe.merged})
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("storage: apply batch: %w", err)
 	}
 	return nil

@@ -447,7 +447,7 @@ func (s *Store) Tombstones(p uint32, before int64, limit int) (out []Digest, err
 // that a tombstone may go (every replica holds it, nothing that could
 // resurrect what it deleted is pending) is the caller's job. It returns
 // how many it removed.
-func (s *Store) Purge(ds []Digest) (purged int, err error) {
+func (s *Store) Purge(ds []Digest) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -463,6 +463,7 @@ func (s *Store) Purge(ds []Digest) (purged int, err error) {
 	b := s.db.NewBatch()
 	defer b.Close()
 	seen := make(map[Key]bool, len(ds))
+	var gone [][]byte // keys purged
 	for _, d := range ds {
 		if seen[d.Key] {
 			continue // staged once: its load below would not see the batch
@@ -483,12 +484,16 @@ func (s *Store) Purge(ds []Digest) (purged int, err error) {
 			continue // changed since the caller looked; a later pass decides
 		}
 		s.stage(b, key, cur, nil, nil)
-		purged++
+		gone = append(gone, key)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err := b.Commit(pebble.Sync)
+	for _, key := range gone {
+		s.objects.set(key, current{}) // gone, or unknown on error
+	}
+	if err != nil {
 		return 0, fmt.Errorf("storage: purge: %w", err)
 	}
-	return purged, nil
+	return len(gone), nil
 }
 
 // current is what the store holds under one object key, read under the
@@ -498,15 +503,19 @@ type current struct {
 	obj *Object // raw decoded; nil if absent or corrupt
 }
 
-// load reads an object key for a write. Bytes that fail their checksum or
-// do not decode count as absent, so that the write (or a repair from a
-// peer) replaces them; they are logged and counted.
+// load reads an object key for a write, from the object cache if it holds
+// the key. Bytes that fail their checksum or do not decode count as absent,
+// so that the write (or a repair from a peer) replaces them; they are
+// logged and counted.
 func (s *Store) load(key []byte) (current, error) {
+	if cur, ok := s.objects.get(key); ok {
+		return cur, nil
+	}
 	raw, err := s.getRaw(key)
 	if err != nil || raw == nil {
 		return current{}, err
 	}
-	o, err := decodeStored(raw)
+	o, err := decodeOwned(raw)
 	if err != nil {
 		s.noteCorrupt(key, err)
 		return current{}, nil
@@ -575,8 +584,14 @@ func appendStored(buf []byte, o *Object) []byte {
 	return binary.BigEndian.AppendUint32(buf, uint32(xxhash.Sum64(buf[start:])))
 }
 
-// decodeStored is the inverse of appendStored.
+// decodeStored is the inverse of appendStored. The object does not alias v.
 func decodeStored(v []byte) (*Object, error) {
+	return decodeOwned(slices.Clone(v))
+}
+
+// decodeOwned is decodeStored for bytes the caller hands over: the object's
+// values alias raw, which must not change afterwards.
+func decodeOwned(v []byte) (*Object, error) {
 	if len(v) < 4 {
 		return nil, fmt.Errorf("%w: stored object of %d bytes", ErrCorrupt, len(v))
 	}
@@ -584,5 +599,5 @@ func decodeStored(v []byte) (*Object, error) {
 	if binary.BigEndian.Uint32(sum) != uint32(xxhash.Sum64(body)) {
 		return nil, fmt.Errorf("%w: stored object checksum mismatch", ErrCorrupt)
 	}
-	return DecodeObject(body)
+	return decodeObject(body)
 }

@@ -283,7 +283,18 @@ func corruptRaw(t testing.TB, s *Store, es []PartitionEntry) (flip, del, repl Pa
 			t.Fatal(err)
 		}
 	}
+	forget(s, flip.Key, del.Key, repl.Key)
 	return flip, del, repl, other
+}
+
+// forget drops keys from the object cache, as a restart would, after a
+// test changed their bytes behind the store's back: the tests are about
+// what the store makes of the bytes on disk, which a cached object would
+// hide until evicted.
+func forget(s *Store, keys ...Key) {
+	for _, k := range keys {
+		s.objects.set(k.encode(), current{})
+	}
 }
 
 // TestLeavesMatchRecompute runs a random sequence of every kind of write on
@@ -697,6 +708,7 @@ func TestRebuildWithWritesMidScan(t *testing.T) {
 	if err := s.db.Set(first.Key.encode(), raw, pebble.Sync); err != nil {
 		t.Fatal(err)
 	}
+	forget(s, first.Key)
 	later := filled[len(filled)-6:]
 	if later[0].Key.Leaf() == first.Key.Leaf() {
 		t.Fatal("the test needs the written keys after the corrupt one's leaf")
