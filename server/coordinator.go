@@ -443,9 +443,13 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 	fb := &fallbacks{nodes: slices.Clone(pl.Fallbacks(p))}
 	var ch <-chan reply
 	w.Issued = func(o *storage.Object) {
-		ch = n.fanOut(deadline, counting, func(ctx context.Context, node string) reply {
-			return n.replicate(ctx, node, k, o, fb, sloppy)
+		// One context bounds the first attempt at every replica.
+		ch = n.fanOut(n.attemptDeadline(deadline), counting, func(ctx context.Context, node string) reply {
+			return n.replicate(ctx, node, k, o, fb, sloppy, deadline)
 		})
+		if len(extra) == 0 {
+			return
+		}
 		// New owners still receiving the partition get every write but do
 		// not count toward W.
 		n.fanOut(deadline, extra, func(ctx context.Context, node string) reply {
@@ -492,16 +496,24 @@ func (n *Node) localPut(k storage.Key, w storage.Write) (storage.Written, error)
 	return n.store.Put(k, w)
 }
 
+// attemptDeadline is the deadline of one replica call of a request with
+// the given deadline: ReplicaTimeout from now, or the request's if sooner.
+func (n *Node) attemptDeadline(deadline time.Time) time.Time {
+	if d := time.Now().Add(n.cfg.ReplicaTimeout); d.Before(deadline) {
+		return d
+	}
+	return deadline
+}
+
 // replicate brings o to one counting replica: directly when it is alive
-// and answers within ReplicaTimeout, else (sloppy) as a durable hint on the
-// next live fallback that accepts it. If neither works, the version is kept
-// as a best-effort hint here, and the reply is a failure.
-func (n *Node) replicate(ctx context.Context, owner string, k storage.Key, o *storage.Object, fb *fallbacks, sloppy bool) reply {
+// and answers within ReplicaTimeout (ctx's deadline), else (sloppy) as a
+// durable hint on the next live fallback that accepts it, each asked with
+// ReplicaTimeout of its own within deadline. If neither works, the version
+// is kept as a best-effort hint here, and the reply is a failure.
+func (n *Node) replicate(ctx context.Context, owner string, k storage.Key, o *storage.Object, fb *fallbacks, sloppy bool, deadline time.Time) reply {
 	var err error
 	if n.alive(owner) {
-		rctx, cancel := context.WithTimeout(ctx, n.cfg.ReplicaTimeout)
-		err = n.replicaApply(rctx, owner, k, o)
-		cancel()
+		err = n.replicaApply(ctx, owner, k, o)
 		if err == nil {
 			return reply{node: owner, owner: owner}
 		}
@@ -514,7 +526,7 @@ func (n *Node) replicate(ctx context.Context, owner string, k storage.Key, o *st
 			if !ok {
 				break
 			}
-			rctx, cancel := context.WithTimeout(ctx, n.cfg.ReplicaTimeout)
+			rctx, cancel := context.WithDeadline(n.bg, n.attemptDeadline(deadline))
 			herr := n.replicaHint(rctx, f, owner, k, o)
 			cancel()
 			if herr == nil {

@@ -149,7 +149,7 @@ func (n *Node) decodeKeyedObject(body []byte) (storage.Key, *storage.Object, err
 	if !n.validKey(k) {
 		return k, nil, errors.New("key does not belong to its partition or is invalid")
 	}
-	o, err := storage.DecodeObject(rest)
+	o, err := storage.DecodeObjectFrom(rest) // body is this request's own
 	return k, o, err
 }
 

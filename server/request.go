@@ -157,7 +157,7 @@ func parseQuorum(q url.Values, name string, def, n int) (int, error) {
 
 // readBody reads a PUT body and checks it against its Content-Type.
 func (n *Node) readBody(w http.ResponseWriter, r *http.Request) (value []byte, contentType string, err error) {
-	value, err = io.ReadAll(http.MaxBytesReader(w, r.Body, n.cfg.MaxBody))
+	value, err = readAll(http.MaxBytesReader(w, r.Body, n.cfg.MaxBody), r.ContentLength, n.cfg.MaxBody)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -180,6 +180,28 @@ func (n *Node) readBody(w http.ResponseWriter, r *http.Request) (value []byte, c
 		return nil, "", badRequest("body is not valid JSON (Content-Type %s)", mt)
 	}
 	return value, contentType, nil
+}
+
+// readAll is io.ReadAll into a buffer sized for the declared length (one
+// byte more, to see the end), when there is one within max.
+func readAll(r io.Reader, length, max int64) ([]byte, error) {
+	if length < 0 || length > max {
+		return io.ReadAll(r)
+	}
+	b := make([]byte, 0, length+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // longer than declared: let append grow it
+		}
+	}
 }
 
 func isJSON(mediaType string) bool {

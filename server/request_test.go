@@ -2,9 +2,11 @@ package server
 
 import (
 	"errors"
+	"io"
 	"net/url"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/quorumkv/quorumkv/storage"
 )
@@ -81,4 +83,26 @@ func FuzzInternalKey(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+func TestReadAll(t *testing.T) {
+	body := strings.Repeat("x", 3000)
+	for _, tt := range []struct {
+		name   string
+		length int64
+	}{
+		{"declared", 3000},
+		{"unknown", -1},
+		{"declared short", 10},
+		{"declared long", 5000},
+		{"over the limit", 1 << 30},
+	} {
+		got, err := readAll(iotest.OneByteReader(strings.NewReader(body)), tt.length, 1<<20)
+		if err != nil || string(got) != body {
+			t.Errorf("%s: %d bytes, %v; want all %d", tt.name, len(got), err, len(body))
+		}
+	}
+	if _, err := readAll(iotest.ErrReader(io.ErrUnexpectedEOF), 10, 100); err != io.ErrUnexpectedEOF {
+		t.Errorf("a failing reader: %v", err)
+	}
 }

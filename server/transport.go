@@ -165,7 +165,7 @@ func (t *HTTPTransport) Get(ctx context.Context, node string, k storage.Key) (*s
 	case err != nil:
 		return nil, err
 	case status == http.StatusOK:
-		return storage.DecodeObject(body)
+		return storage.DecodeObjectFrom(body) // call's answer is ours
 	case status == http.StatusNotFound:
 		return nil, storage.ErrNotFound
 	}

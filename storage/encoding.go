@@ -97,7 +97,7 @@ func (e *encoder) context(c Context, extra []Sibling) {
 
 // AppendObject appends the binary encoding of o to buf.
 func AppendObject(buf []byte, o *Object) []byte {
-	e := encoder{buf: buf}
+	e := encoder{buf: slices.Grow(buf, sizeHint(o))}
 	e.context(o.Context, o.Siblings)
 	e.uvarint(uint64(len(o.Siblings)))
 	for _, s := range o.Siblings {
@@ -119,6 +119,16 @@ func AppendObject(buf []byte, o *Object) []byte {
 		e.bytes(s.Value)
 	}
 	return e.buf
+}
+
+// sizeHint is about the size of o's encoding, at least as large for
+// common objects, so that encoding it allocates once.
+func sizeHint(o *Object) int {
+	n := 8 + 12*(len(o.Context.VV)+len(o.Context.Dots))
+	for _, s := range o.Siblings {
+		n += 24 + len(s.RequestID) + len(s.ContentType) + len(s.Value)
+	}
+	return n
 }
 
 // EncodeObject returns the binary encoding of o. Equal objects encode to
@@ -215,12 +225,13 @@ func (d *decoder) context() Context {
 // normalized; a context that does not cover a sibling is widened to cover
 // it.
 func DecodeObject(buf []byte) (*Object, error) {
-	return decodeObject(slices.Clone(buf))
+	return DecodeObjectFrom(slices.Clone(buf))
 }
 
-// decodeObject is DecodeObject without the copy: the object's values alias
+// DecodeObjectFrom is DecodeObject for a buffer that the caller hands over
+// (a message just read): it saves the copy, and the object's values alias
 // buf, which must not change afterwards.
-func decodeObject(buf []byte) (*Object, error) {
+func DecodeObjectFrom(buf []byte) (*Object, error) {
 	d := decoder{buf: buf}
 	o := &Object{Context: d.context()}
 	n := d.uvarint("sibling count", maxSiblings)

@@ -580,7 +580,7 @@ func (s *Store) Corrupt() uint64 { return s.corrupt.Load() }
 // different, valid-looking version.
 func appendStored(buf []byte, o *Object) []byte {
 	start := len(buf)
-	buf = AppendObject(buf, o)
+	buf = AppendObject(slices.Grow(buf, sizeHint(o)+4), o)
 	return binary.BigEndian.AppendUint32(buf, uint32(xxhash.Sum64(buf[start:])))
 }
 
@@ -599,5 +599,5 @@ func decodeOwned(v []byte) (*Object, error) {
 	if binary.BigEndian.Uint32(sum) != uint32(xxhash.Sum64(body)) {
 		return nil, fmt.Errorf("%w: stored object checksum mismatch", ErrCorrupt)
 	}
-	return decodeObject(body)
+	return DecodeObjectFrom(body)
 }
