@@ -42,8 +42,8 @@ type Node struct {
 	// bg is the parent of work that outlives a request (straggler writes,
 	// read repair, hint delivery, transfers); Close cancels it and waits
 	// for wg.
-	bg     context.Context
-	stopBg context.CancelFunc
+	bg      context.Context
+	stopBg  context.CancelFunc
 	wg      sync.WaitGroup
 	workers *workers     // run goBackground's tasks
 	bgMu    sync.RWMutex // orders goBackground against Close
