@@ -66,6 +66,12 @@ type Config struct {
 	// CacheSize/8 (16 MiB for the default cache), at most 64 MiB; a size
 	// set here must be at most CacheSize/4.
 	MemTableSize uint64
+	// WALMinSyncInterval is the least time between two syncs of Pebble's
+	// write-ahead log. Commits that arrive while a sync waits share the
+	// next one, so under load fewer, larger syncs carry the same writes; a
+	// commit still returns only once its sync is done. An idle store syncs
+	// at once. Default 500µs; negative: no wait.
+	WALMinSyncInterval time.Duration
 	// CounterLease is how many dot counters the store reserves with one
 	// synced metadata write. A restart skips what is left of the lease, so
 	// counters never repeat within an epoch even if a dot was sent to other
@@ -84,8 +90,9 @@ type Config struct {
 // DefaultConfig returns the defaults for the optional fields.
 func DefaultConfig() Config {
 	return Config{
-		CacheSize:    128 << 20,
-		CounterLease: 1 << 20,
+		CacheSize:          128 << 20,
+		WALMinSyncInterval: 500 * time.Microsecond,
+		CounterLease:       1 << 20,
 		Logger:       slog.Default(),
 		Hints:        DefaultHintConfig(),
 	}
@@ -118,6 +125,12 @@ func (c *Config) fill() error {
 	}
 	if c.CounterLease == 0 {
 		c.CounterLease = def.CounterLease
+	}
+	switch {
+	case c.WALMinSyncInterval == 0:
+		c.WALMinSyncInterval = def.WALMinSyncInterval
+	case c.WALMinSyncInterval < 0:
+		c.WALMinSyncInterval = 0
 	}
 	if c.Logger == nil {
 		c.Logger = def.Logger
@@ -164,6 +177,7 @@ func Open(cfg Config) (*Store, error) {
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       cfg.MemTableSize,
+		WALMinSyncInterval: func() time.Duration { return cfg.WALMinSyncInterval },
 		Merger:             Merger,
 		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
 	}
