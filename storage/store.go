@@ -93,8 +93,8 @@ func DefaultConfig() Config {
 		CacheSize:          128 << 20,
 		WALMinSyncInterval: 500 * time.Microsecond,
 		CounterLease:       1 << 20,
-		Logger:       slog.Default(),
-		Hints:        DefaultHintConfig(),
+		Logger:             slog.Default(),
+		Hints:              DefaultHintConfig(),
 	}
 }
 
