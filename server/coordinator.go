@@ -340,11 +340,16 @@ func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int
 		}
 		t := targets[next]
 		next++
-		if n.goBackground(func() {
+		call := func() {
 			rep := n.replicaGet(callCtx, t.node, k)
 			rep.owner = t.owner
 			ch <- rep
-		}) {
+		}
+		switch {
+		case t.node == n.cfg.NodeID:
+			call() // a local read takes microseconds: not worth a goroutine
+			g.pending++
+		case n.goBackground(call):
 			g.pending++
 		}
 	}
