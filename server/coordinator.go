@@ -265,7 +265,10 @@ func (n *Node) read(ctx context.Context, k storage.Key, r int, sloppy bool, dead
 			merged = storage.Merge(merged, rep.obj)
 		}
 	}
-	if !n.goBackground(func() { n.readRepair(k, g, merged) }) {
+	switch {
+	case g.pending == 0 && len(g.got) < 2:
+		g.release() // one answer, the merge itself: nothing to repair
+	case !n.goBackground(func() { n.readRepair(k, g, merged) }):
 		g.release()
 	}
 	return merged, nil
@@ -330,9 +333,9 @@ type gathered struct {
 // cancellation, so that read repair can use the late answers; the caller
 // ends them with release once it needs them no more.
 func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int, all bool, deadline time.Time) (gathered, error) {
-	callCtx, cancel := context.WithDeadline(n.bg, deadline)
 	ch := make(chan reply, len(targets))
-	g := gathered{rest: ch, release: cancel}
+	g := gathered{rest: ch, release: func() {}}
+	var callCtx context.Context // for remote calls; made with the first
 	next := 0
 	launch := func() {
 		if next == len(targets) {
@@ -340,16 +343,22 @@ func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int
 		}
 		t := targets[next]
 		next++
-		call := func() {
+		if t.node == n.cfg.NodeID {
+			// A local read takes microseconds: no goroutine, no deadline.
+			rep := n.replicaGet(n.bg, t.node, k)
+			rep.owner = t.owner
+			ch <- rep
+			g.pending++
+			return
+		}
+		if callCtx == nil {
+			callCtx, g.release = context.WithDeadline(n.bg, deadline)
+		}
+		if n.goBackground(func() {
 			rep := n.replicaGet(callCtx, t.node, k)
 			rep.owner = t.owner
 			ch <- rep
-		}
-		switch {
-		case t.node == n.cfg.NodeID:
-			call() // a local read takes microseconds: not worth a goroutine
-			g.pending++
-		case n.goBackground(call):
+		}) {
 			g.pending++
 		}
 	}
@@ -360,29 +369,42 @@ func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int
 	for range first {
 		launch()
 	}
-	slow := time.NewTimer(n.cfg.ReplicaTimeout)
-	defer slow.Stop()
+	var slow *time.Timer // started once a reply has to be waited for
+	defer func() {
+		if slow != nil {
+			slow.Stop()
+		}
+	}()
 	acked := 0
 	for acked < r {
 		if g.pending == 0 {
-			cancel()
+			g.release()
 			return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked}
 		}
+		var rep reply
 		select {
-		case rep := <-ch:
-			g.pending--
-			g.got = append(g.got, rep)
-			if rep.ok() {
-				acked++
-			} else {
-				launch()
+		case rep = <-ch:
+		default:
+			if slow == nil {
+				slow = time.NewTimer(n.cfg.ReplicaTimeout)
 			}
-		case <-slow.C:
+			select {
+			case rep = <-ch:
+			case <-slow.C:
+				launch()
+				slow.Reset(n.cfg.ReplicaTimeout)
+				continue
+			case <-ctx.Done():
+				g.release()
+				return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
+			}
+		}
+		g.pending--
+		g.got = append(g.got, rep)
+		if rep.ok() {
+			acked++
+		} else {
 			launch()
-			slow.Reset(n.cfg.ReplicaTimeout)
-		case <-ctx.Done():
-			cancel()
-			return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
 		}
 	}
 	return g, nil
