@@ -262,21 +262,12 @@ func (n *Node) handleWrite(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if !req.hasContext {
-		// A plain write replaces what a read at R sees now: R-1 other
-		// replicas here, and this one's own under the key's lock as the
-		// version is issued. A write that lands on another replica between
-		// this read and the write below is not covered, so it survives as a
-		// sibling: nothing is lost, at worst a sibling appears.
-		write.Plain = true
-		if req.context, err = n.readContext(ctx, req.key, req.r, req.sloppy, req.deadline); err != nil {
-			n.fail(w, r, op, err)
-			return
-		}
-	}
+	// A plain write (no X-Context) replaces what R replicas hold: see
+	// Node.write.
+	write.Plain = !req.hasContext
 	write.Context = req.context
 	write.Now = time.Now()
-	written, err := n.write(ctx, req.key, write, req.w, req.sloppy, req.deadline)
+	written, err := n.write(ctx, req.key, write, req.w, req.r, req.sloppy, req.deadline)
 	if err != nil {
 		n.fail(w, r, op, err)
 		return

@@ -203,8 +203,9 @@ func TestReadRepair(t *testing.T) {
 
 // Without a full read, a read asks R replicas, the coordinator's own
 // first: an r=1 read at a replica makes no remote call at all, an r=2 read
-// one. A plain write asks R-1 other replicas for their context; its own it
-// reads inside the store, as it issues the version.
+// one. A plain write reads nothing before it writes, whatever R: its own
+// replica's context it reads inside the store as it issues the version,
+// and the others' come back with their applies.
 func TestReadsAskRReplicas(t *testing.T) {
 	c := newTestCluster(t, 3, func(cfg *Config) {
 		cfg.ReadRepairChance = 0
@@ -221,8 +222,8 @@ func TestReadsAskRReplicas(t *testing.T) {
 		{"GET", "r=2", 2},
 		{"GET", "r=3", 3},
 		{"PUT", "r=1&w=3", 0},
-		{"PUT", "r=2&w=3", 1},
-		{"PUT", "r=3&w=3", 2},
+		{"PUT", "r=2&w=3", 0},
+		{"PUT", "r=3&w=3", 0},
 	} {
 		before := gets()
 		want := 200
@@ -233,6 +234,56 @@ func TestReadsAskRReplicas(t *testing.T) {
 		if got := gets() - before; got != tt.calls {
 			t.Errorf("%s ?%s: %v replica reads, want %v", tt.method, tt.query, got, tt.calls)
 		}
+	}
+}
+
+// A plain write replaces what R replicas hold, also a version that only
+// another replica has: that replica's apply answers with its context, and
+// the write is issued once more over it. With r=1 it replaces only what
+// the coordinator's replica holds, and the other version stays a sibling.
+func TestPlainWriteReplacesWhatOtherReplicasHold(t *testing.T) {
+	for _, tt := range []struct {
+		query    string
+		onN2     []string // live values on n2 afterwards (n1 and n3 hold "plain")
+		reissues float64
+	}{
+		{"r=3&w=3", []string{`"plain"`}, 1},
+		{"r=1&w=3", []string{`"only-n2"`, `"plain"`}, 0},
+	} {
+		t.Run(tt.query, func(t *testing.T) {
+			c := newTestCluster(t, 3, func(cfg *Config) {
+				cfg.ReadRepairChance = 0
+				cfg.Handoff.PauseHints = true
+				cfg.PauseAntiEntropy = true
+			})
+			c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?w=3", `"first"`))
+			// A version only n2 holds, as if n1 and n3 had missed it.
+			k := c.servers["n2"].Node.keyFor("b", "k")
+			got, err := c.store("n2").Get(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.store("n2").Put(k, storage.Write{Context: got.Context, Value: []byte(`"only-n2"`), ContentType: "application/json", Now: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			n1 := c.servers["n1"].Node
+			before := testutil.ToFloat64(n1.metrics.plainRewrites)
+			c.must(204, c.do("n1", "PUT", "/v1/kv/b/k?"+tt.query, `"plain"`))
+			for _, id := range []string{"n1", "n2", "n3"} {
+				want := []string{`"plain"`}
+				if id == "n2" {
+					want = tt.onN2
+				}
+				got := c.liveValues(id, "b", "k")
+				slices.Sort(got)
+				if !slices.Equal(got, want) {
+					t.Errorf("%s holds %q, want %q", id, got, want)
+				}
+			}
+			if got := testutil.ToFloat64(n1.metrics.plainRewrites) - before; got != tt.reissues {
+				t.Errorf("%v reissues, want %v", got, tt.reissues)
+			}
+		})
 	}
 }
 

@@ -32,6 +32,10 @@ type reply struct {
 	owner string // the counting replica it stands for: node itself, or the one a fallback stands in for
 	obj   *storage.Object
 	err   error
+	// ctx is, for an apply that asked for it, the context of node's object
+	// after the merge, if hasCtx.
+	ctx    storage.Context
+	hasCtx bool
 }
 
 func (r reply) ok() bool { return r.err == nil }
@@ -135,17 +139,30 @@ func (n *Node) localGet(k storage.Key) (*storage.Object, error) {
 
 // replicaApply merges o into node's copy of k.
 func (n *Node) replicaApply(ctx context.Context, node string, k storage.Key, o *storage.Object) error {
-	var err error
-	if node == n.cfg.NodeID {
-		err = n.localApply(k, o)
-	} else {
+	_, _, err := n.replicaApplyContext(ctx, node, k, o, false)
+	return err
+}
+
+// replicaApplyContext merges o into node's copy of k and, withContext,
+// returns the context of node's merged object, if node keeps k and (a peer
+// of an older release does not) says so.
+func (n *Node) replicaApplyContext(ctx context.Context, node string, k storage.Key, o *storage.Object, withContext bool) (c storage.Context, ok bool, err error) {
+	switch {
+	case node == n.cfg.NodeID:
+		var merged *storage.Object
+		if merged, err = n.localApply(k, o); merged != nil {
+			c, ok = merged.Context, true
+		}
+	case withContext:
+		c, ok, err = n.transport.ApplyContext(ctx, node, k, o)
+	default:
 		err = n.transport.Apply(ctx, node, k, o)
 	}
 	n.metrics.replicaCalls.WithLabelValues("apply", result(err)).Inc()
 	if err != nil {
 		n.log.Debug("replica apply failed", "peer", node, "key", k, "err", err)
 	}
-	return err
+	return c, ok && err == nil, err
 }
 
 // replicaHint asks node to keep o as a hint for owner.
@@ -169,23 +186,22 @@ func (n *Node) replicaHint(ctx context.Context, node, owner string, k storage.Ke
 // holds or receives k's partition (the ring moved on) keeps it as hints for
 // the partition's current write targets instead, so a late write is
 // forwarded, never stranded.
-func (n *Node) localApply(k storage.Key, o *storage.Object) error {
+func (n *Node) localApply(k storage.Key, o *storage.Object) (merged *storage.Object, err error) {
 	p := int(k.Partition)
 	mu := &n.partLocks[p]
 	mu.RLock()
 	defer mu.RUnlock()
 	pl := n.placement()
 	if n.keeps(pl, p) {
-		_, err := n.store.Apply(k, o)
-		return err
+		return n.store.Apply(k, o)
 	}
 	for _, owner := range pl.Writes(p) {
 		if err := n.store.PutHint(owner, k, o, storage.HintDurable, time.Now()); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	n.metrics.hints.WithLabelValues("forwarded").Inc()
-	return nil
+	return nil, nil
 }
 
 // localApplyMany is localApply for a batch: the entries of partitions this
@@ -204,7 +220,7 @@ func (n *Node) localApplyMany(entries []storage.PartitionEntry) error {
 			continue
 		}
 		for _, e := range es {
-			if err := n.localApply(e.Key, e.Object); err != nil {
+			if _, err := n.localApply(e.Key, e.Object); err != nil {
 				return err
 			}
 		}
@@ -454,7 +470,21 @@ func (n *Node) readRepair(k storage.Key, g gathered, merged *storage.Object) {
 // counting replicas (or their stand-ins), itself included, have it on disk.
 // The other write targets get the object as soon as its dot is issued, so
 // their fsyncs overlap the local one.
-func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int, sloppy bool, deadline time.Time) (storage.Written, error) {
+//
+// A plain write (w.Plain) replaces what rq replicas hold. The local store
+// covers this replica's own object as it issues the version. The other
+// rq-1 answer their applies with the context of their merged object: if
+// one held a version the local one did not, the write is issued once more
+// with every context seen, superseding that version and the first issue.
+// Replicas that do not agree therefore cost a second round, and those that
+// do (nearly always) no read before the write. A version that reaches a
+// replica after the write survives as a sibling, as it would have after a
+// read.
+func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq, rq int, sloppy bool, deadline time.Time) (storage.Written, error) {
+	need := 0 // remote contexts to see
+	if w.Plain {
+		need = rq - 1
+	}
 	pl := n.placement()
 	p := int(k.Partition)
 	var counting, extra []string
@@ -472,7 +502,7 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 	w.Issued = func(o *storage.Object) {
 		// One context bounds the first attempt at every replica.
 		ch = n.fanOut(n.attemptDeadline(deadline), counting, func(ctx context.Context, node string) reply {
-			return n.replicate(ctx, node, k, o, fb, sloppy, deadline)
+			return n.replicate(ctx, node, k, o, fb, sloppy, deadline, need > 0)
 		})
 		if len(extra) == 0 {
 			return
@@ -494,12 +524,17 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 	if written.Retry {
 		n.metrics.retries.Inc()
 	}
-	acked := 1
-	for i := 0; acked < wq && i < len(counting); i++ {
+	acked, contexts := 1, 0
+	var seen storage.Context // what the other replicas hold, after the write
+	for i := 0; (acked < wq || contexts < need) && i < len(counting); i++ {
 		select {
 		case rep := <-ch:
 			if rep.ok() {
 				acked++
+			}
+			if rep.hasCtx {
+				contexts++
+				seen = seen.Join(rep.ctx)
 			}
 		case <-ctx.Done():
 			return storage.Written{}, &QuorumError{Op: "write", Required: wq, Acknowledged: acked, Timeout: true}
@@ -507,6 +542,20 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq int
 	}
 	if acked < wq {
 		return storage.Written{}, &QuorumError{Op: "write", Required: wq, Acknowledged: acked}
+	}
+	if contexts < need {
+		// Fallbacks stood in, or replicas of an older release answered
+		// without their context: read it.
+		c, err := n.readContext(ctx, k, rq, sloppy, deadline)
+		if err != nil {
+			return storage.Written{}, err
+		}
+		seen = seen.Join(c)
+	}
+	if need > 0 && !written.Object.Context.Descends(seen) {
+		n.metrics.plainRewrites.Inc()
+		w.Context = written.Context.Join(seen)
+		return n.write(ctx, k, w, wq, 0, sloppy, deadline)
 	}
 	return written, nil
 }
@@ -537,12 +586,14 @@ func (n *Node) attemptDeadline(deadline time.Time) time.Time {
 // durable hint on the next live fallback that accepts it, each asked with
 // ReplicaTimeout of its own within deadline. If neither works, the version
 // is kept as a best-effort hint here, and the reply is a failure.
-func (n *Node) replicate(ctx context.Context, owner string, k storage.Key, o *storage.Object, fb *fallbacks, sloppy bool, deadline time.Time) reply {
+func (n *Node) replicate(ctx context.Context, owner string, k storage.Key, o *storage.Object, fb *fallbacks, sloppy bool, deadline time.Time, withContext bool) reply {
 	var err error
 	if n.alive(owner) {
-		err = n.replicaApply(ctx, owner, k, o)
+		var c storage.Context
+		var ok bool
+		c, ok, err = n.replicaApplyContext(ctx, owner, k, o, withContext)
 		if err == nil {
-			return reply{node: owner, owner: owner}
+			return reply{node: owner, owner: owner, ctx: c, hasCtx: ok}
 		}
 	} else {
 		err = errors.New("down")

@@ -117,7 +117,7 @@ func (n *Node) deliverHint(h storage.Hint) {
 	defer cancel()
 	for _, t := range targets {
 		if t == n.cfg.NodeID {
-			if err := n.localApply(h.Key, h.Object); err != nil {
+			if _, err := n.localApply(h.Key, h.Object); err != nil {
 				n.log.Warn("applying own hint", "key", h.Key, "err", err)
 				return
 			}

@@ -61,10 +61,11 @@ func (n *Node) internalRoutes(r chi.Router) {
 // never queues in front of them.
 func (n *Node) muxHandlers() map[string]internalHandler {
 	return map[string]internalHandler{
-		internalGet:   n.handleInternalGet,
-		internalApply: n.handleInternalApply,
-		internalHint:  n.handleInternalHint,
-		internalHolds: n.handleInternalHolds,
+		internalGet:    n.handleInternalGet,
+		internalApply:  n.handleInternalApply,
+		internalApplyC: n.handleInternalApplyContext,
+		internalHint:   n.handleInternalHint,
+		internalHolds:  n.handleInternalHolds,
 	}
 }
 
@@ -126,10 +127,28 @@ func (n *Node) handleInternalApply(_ context.Context, body []byte) (int, []byte)
 	if err != nil {
 		return internalError(http.StatusBadRequest, "bad_request", err.Error())
 	}
-	if err := n.localApply(k, o); err != nil {
+	if _, err := n.localApply(k, o); err != nil {
 		return internalFailure(err)
 	}
 	return http.StatusNoContent, nil
+}
+
+// handleInternalApplyContext is handleInternalApply answering with the
+// context of the merged object (200), or with 204 if the object went to
+// hints because this node no longer keeps the key.
+func (n *Node) handleInternalApplyContext(_ context.Context, body []byte) (int, []byte) {
+	k, o, err := n.decodeKeyedObject(body)
+	if err != nil {
+		return internalError(http.StatusBadRequest, "bad_request", err.Error())
+	}
+	merged, err := n.localApply(k, o)
+	if err != nil {
+		return internalFailure(err)
+	}
+	if merged == nil {
+		return http.StatusNoContent, nil
+	}
+	return http.StatusOK, []byte(storage.EncodeContext(merged.Context))
 }
 
 // validKey reports whether k is a valid key that hashes to its stated

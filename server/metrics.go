@@ -13,6 +13,7 @@ type metrics struct {
 	latency        *prometheus.HistogramVec // op, status
 	quorumFailures *prometheus.CounterVec   // op
 	readRepairs    prometheus.Counter
+	plainRewrites  prometheus.Counter
 	siblings       prometheus.Histogram
 	replicaCalls   *prometheus.CounterVec // op, result
 	forwarded      prometheus.Counter
@@ -45,6 +46,10 @@ func newMetrics() *metrics {
 		readRepairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "quorumkv_read_repairs_total",
 			Help: "Replicas sent the merged object after a read found them stale or missing it.",
+		}),
+		plainRewrites: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "quorumkv_plain_write_reissues_total",
+			Help: "Plain writes issued a second time because another replica held a version the coordinator's did not.",
 		}),
 		siblings: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "quorumkv_read_siblings",
@@ -93,7 +98,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.hints, m.pendingHints, m.transfers, m.transfersDone, m.transferBytes, m.memberChanges)
-	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.siblings, m.replicaCalls, m.forwarded, m.coordinated, m.retries,
+	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.plainRewrites, m.siblings, m.replicaCalls, m.forwarded, m.coordinated, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -75,6 +75,9 @@ var muxOps = map[string]byte{
 	internalApply: 2,
 	internalHint:  3,
 	internalHolds: 4,
+	// 5 since the release that answers a plain write's applies with the
+	// replica's context.
+	internalApplyC: 5,
 }
 
 var (

@@ -22,6 +22,10 @@ type Transport interface {
 	Get(ctx context.Context, node string, k storage.Key) (*storage.Object, error)
 	// Apply merges o into node's object for k and returns once it is synced.
 	Apply(ctx context.Context, node string, k storage.Key, o *storage.Object) error
+	// ApplyContext is Apply that also returns the context of node's
+	// object after the merge, if node keeps k (ok is false if it kept o as
+	// hints, or is of a release that does not answer with one).
+	ApplyContext(ctx context.Context, node string, k storage.Key, o *storage.Object) (c storage.Context, ok bool, err error)
 	// ApplyMany merges a batch of objects into node's copies, in one synced
 	// commit (hint delivery).
 	ApplyMany(ctx context.Context, node string, entries []storage.PartitionEntry) error
@@ -50,6 +54,7 @@ type StreamBatch struct {
 const (
 	internalGet    = "/internal/v1/get"
 	internalApply  = "/internal/v1/apply"
+	internalApplyC = "/internal/v1/apply-context" // apply, answering with the merged context
 	internalHint   = "/internal/v1/hint"
 	internalBatch  = "/internal/v1/apply-batch"
 	internalHolds  = "/internal/v1/holds"
@@ -175,6 +180,28 @@ func (t *HTTPTransport) Get(ctx context.Context, node string, k storage.Key) (*s
 // Apply implements Transport.
 func (t *HTTPTransport) Apply(ctx context.Context, node string, k storage.Key, o *storage.Object) error {
 	return t.expectNoContent(ctx, node, internalApply, storage.AppendObject(appendKey(nil, k), o))
+}
+
+// ApplyContext implements Transport.
+func (t *HTTPTransport) ApplyContext(ctx context.Context, node string, k storage.Key, o *storage.Object) (storage.Context, bool, error) {
+	body := storage.AppendObject(appendKey(nil, k), o)
+	status, resp, err := t.call(ctx, node, internalApplyC, body)
+	switch {
+	case err != nil:
+		return storage.Context{}, false, err
+	case status == http.StatusOK:
+		c, err := storage.DecodeContext(string(resp))
+		if err != nil {
+			return storage.Context{}, false, fmt.Errorf("%w: %s answered a bad context: %v", ErrUnavailable, node, err)
+		}
+		return c, true, nil
+	case status == http.StatusNoContent:
+		return storage.Context{}, false, nil
+	case status == http.StatusNotFound || (status == http.StatusBadRequest && bytes.Contains(resp, []byte("unknown operation"))):
+		// A node of an older release: a plain apply, without the context.
+		return storage.Context{}, false, t.expectNoContent(ctx, node, internalApply, body)
+	}
+	return storage.Context{}, false, unexpected(node, status, resp)
 }
 
 // ApplyMany implements Transport. The body is a stream batch.
