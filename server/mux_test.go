@@ -344,6 +344,8 @@ func FuzzReadFrame(f *testing.F) {
 
 // A peer from before multiplexed connections answers the upgrade with 404:
 // its calls go as POSTs, and the upgrade is not tried again on every call.
+// Nor does it know apply-context: ApplyContext falls back to a plain apply
+// and reports that it has no context.
 func TestMuxFallsBackToPostsForOlderPeers(t *testing.T) {
 	var upgrades, posts atomic.Int32
 	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -357,6 +359,9 @@ func TestMuxFallsBackToPostsForOlderPeers(t *testing.T) {
 		case internalApply:
 			posts.Add(1)
 			w.WriteHeader(http.StatusNoContent)
+		case internalApplyC:
+			posts.Add(1)
+			http.NotFound(w, r)
 		default:
 			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
 		}
@@ -373,8 +378,11 @@ func TestMuxFallsBackToPostsForOlderPeers(t *testing.T) {
 		if err := tr.Apply(shortCtx(t, 5*time.Second), "old", k, &storage.Object{}); err != nil {
 			t.Fatalf("apply to an older peer: %v", err)
 		}
+		if _, ok, err := tr.ApplyContext(shortCtx(t, 5*time.Second), "old", k, &storage.Object{}); err != nil || ok {
+			t.Fatalf("apply-context to an older peer: ok %v, %v; want a plain apply", ok, err)
+		}
 	}
-	if u, p := upgrades.Load(), posts.Load(); u != 1 || p != 6 {
-		t.Fatalf("%d upgrades and %d POSTs, want 1 and 6", u, p)
+	if u, p := upgrades.Load(), posts.Load(); u != 1 || p != 12 {
+		t.Fatalf("%d upgrades and %d POSTs, want 1 and 12", u, p)
 	}
 }
