@@ -36,9 +36,9 @@
 # on a small machine.)
 #
 # A run with socket errors or non-2xx/3xx answers is flagged (ERR) and
-# counted. Then, if `quorumkv bench --help` works, the fixed-rate p99 check:
-# quorumkv bench at 70% of the median PUT rate for 20 s (wrk cannot hold a
-# rate and wrk2 is not installed); otherwise that step is reported skipped.
+# counted. Then the fixed-rate p99 check: quorumkv bench (wrk cannot hold a
+# rate and wrk2 is not installed) measures its own maximum PUT rate for 10 s,
+# then runs 20 s at 70% of it.
 # Finally a table: per target the median req/s over the rounds, min-max,
 # median p50 and p99, errors; and the ratios PUT/(b), GET r=2/(b) and GET
 # r=1/(a), all from this run. With --out DIR, the table (summary.md), every
@@ -212,29 +212,36 @@ put1_b=$(ratio put-w2r1 b-get)
 get2_b=$(ratio get-r2 b-get)
 get1_a=$(ratio get-r1 a-get)
 
-# The fixed-rate p99 check needs a load generator that holds a rate.
-rate_line="fixed-rate PUT p99: skipped ($QUORUMKV_BIN bench is not there yet; wrk cannot hold a rate and wrk2 is not installed)"
-# HOOK: quorumkv bench (cmd/quorumkv bench, built by another change) holds a
-# rate. Once `quorumkv bench --help` works, this step runs it at 70% of the
-# median PUT rate measured above, for 20 s with 64 workers over the three
-# nodes, and reports its p99 (goal: under 10 ms). Flags that its --help does
-# not mention are left out, so that the hook survives changes to them.
+# The fixed-rate p99 check needs a load generator that holds a rate: wrk
+# cannot and wrk2 is not installed, so quorumkv bench does it, 64 workers over
+# the three nodes through the Go client. That client costs more CPU per
+# request than wrk, on the same two cores, so 70% of wrk's maximum can be all
+# the bench can drive. The rate is therefore 70% of the bench's own maximum,
+# measured first (10 s unpaced); the check then runs 20 s at that rate and
+# reports the p99 (goal: under 10 ms), latency counted from each request's
+# intended start.
+rate_line="fixed-rate PUT p99: skipped ($QUORUMKV_BIN bench --help failed)"
 if bench_help=$("$QUORUMKV_BIN" bench --help 2>&1); then
-	rate=$(awk -v m="${med[put-w2]:-0}" 'BEGIN { printf "%d", m * 0.7 }')
-	bench_args=(bench --workload write --rw 1/2 --rate "$rate" --concurrency "$connections" --duration 20s --load=false
+	bench_args=(bench --workload write --rw 1/2 --concurrency "$connections" --load=false
 		--endpoints "http://${endpoints//,/,http://}")
-	for extra in "--records $keys" "--value-size 1024" "--distribution uniform" "--bucket bench" "--update-context none"; do
+	for extra in "--records $keys" "--value-size 1024" "--distribution uniform" "--bucket bench" "--update-context none" "--probe-rate 0"; do
 		[[ $bench_help != *"${extra%% *}"* ]] || bench_args+=($extra)
 	done
-	echo "fixed-rate check: quorumkv ${bench_args[*]}"
-	if "$QUORUMKV_BIN" "${bench_args[@]}" >"$raw/fixed-rate.txt" 2>&1; then
-		# its summary table (a header line starting with N R W, then the
-		# rows), or else its last lines that mention p99.
-		bench_summary=$(awk '/^N +R +W / { p = 1; s = "" } p && NF { s = s $0 "\n" } END { printf "%s", s }' "$raw/fixed-rate.txt")
-		[[ -n $bench_summary ]] || bench_summary=$(grep -i 'p99' "$raw/fixed-rate.txt" | tail -n 3)
-		rate_line="fixed-rate PUT w=2 at $rate req/s (70% of the median max), quorumkv bench (goal: p99 under 10 ms):"$'\n'"$bench_summary"
+	# summary FILE prints quorumkv bench's summary table: a header line
+	# starting with N R W, then the rows.
+	summary() { awk '/^N +R +W / { p = 1; s = "" } p && NF { s = s $0 "\n" } END { printf "%s", s }' "$1"; }
+	echo "bench maximum: quorumkv ${bench_args[*]} --duration 10s"
+	if "$QUORUMKV_BIN" "${bench_args[@]}" --duration 10s >"$raw/bench-max.txt" 2>&1 &&
+		bench_max=$(summary "$raw/bench-max.txt" | awk 'NR == 2 { print int($5) }') && [[ $bench_max -gt 0 ]]; then
+		rate=$((bench_max * 7 / 10))
+		echo "fixed-rate check: quorumkv ${bench_args[*]} --rate $rate --duration 20s"
+		if "$QUORUMKV_BIN" "${bench_args[@]}" --rate "$rate" --duration 20s >"$raw/fixed-rate.txt" 2>&1; then
+			rate_line="fixed-rate PUT w=2 at $rate req/s, 70% of quorumkv bench's own maximum of $bench_max req/s (wrk's median: ${med[put-w2]:-?}), quorumkv bench (goal: p99 under 10 ms):"$'\n'"$(summary "$raw/fixed-rate.txt")"
+		else
+			rate_line="fixed-rate PUT w=2 at $rate req/s: quorumkv bench failed (see raw/fixed-rate.txt): $(tail -n 2 "$raw/fixed-rate.txt" | tr '\n' ' ')"
+		fi
 	else
-		rate_line="fixed-rate PUT w=2 at $rate req/s: quorumkv bench failed (see raw/fixed-rate.txt): $(tail -n 2 "$raw/fixed-rate.txt" | tr '\n' ' ')"
+		rate_line="fixed-rate PUT w=2: the unpaced quorumkv bench run failed (see raw/bench-max.txt): $(tail -n 2 "$raw/bench-max.txt" | tr '\n' ' ')"
 	fi
 fi
 
