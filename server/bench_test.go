@@ -56,9 +56,9 @@ func BenchmarkRoundTrip(b *testing.B) {
 // BenchmarkLoad drives a 3-node in-process cluster (N=3, R=W=2, 1 KiB JSON)
 // with 64 concurrent clients spread over the nodes, and reports ops/s and
 // latency percentiles. Clients, coordinators and replicas share the
-// machine's cores. "put" is a plain PUT (the coordinator reads at R first);
-// "put-ctx" carries an X-Context (here the empty one: a blind write), as a
-// client that kept the context of its last read does, and skips that read.
+// machine's cores. "put" is a plain PUT (it supersedes what R replicas
+// hold); "put-ctx" carries an X-Context (here the empty one: a blind
+// write), as a client that kept the context of its last read does.
 func BenchmarkLoad(b *testing.B) {
 	c := newTestCluster(b, 3, func(cfg *Config) { cfg.Ring.Partitions = 1024 })
 	const keys = 10000

@@ -96,7 +96,7 @@ Ctrl-C stops the run, prints and writes what was measured, and exits 1.`,
 	fs.StringVar(&routing, "routing", "key-aware", "key-aware (each request to a replica of its key) or round-robin (over --endpoints)")
 	fs.StringVar(&workload, "workload", string(cfg.Workload), "operation mix: a (50/50 read/update), b (95/5), c (read only), f (50% read, 50% read-modify-write), write (update only)")
 	fs.StringVar(&distribution, "distribution", string(cfg.Distribution), "key popularity: zipfian (constant 0.99) or uniform")
-	fs.StringVar(&updateCtx, "update-context", "latest", "what an update sends as X-Context: latest (this worker's last context of the key joined with the latest write of it any worker had acknowledged), last (this worker's last context only; a plain PUT without one) or none (always a plain PUT: the coordinator reads at R first)")
+	fs.StringVar(&updateCtx, "update-context", "latest", "what an update sends as X-Context: latest (this worker's last context of the key joined with the latest write of it any worker had acknowledged), last (this worker's last context only; a plain PUT without one) or none (always a plain PUT: it supersedes what R replicas hold)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed of every random choice; 0 picks one (printed and in the results)")
 	fs.IntVar(&cfg.Records, "records", cfg.Records, "keys in the keyspace")
 	fs.IntVar(&cfg.ValueSize, "value-size", cfg.ValueSize, "size of every written JSON document, bytes (at least 64)")

@@ -59,7 +59,7 @@ func (f *nodeFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&f.partitions, "partitions", d.Ring.Partitions, "number of partitions; fixed at cluster creation")
 	fs.Int64Var(&f.maxBody, "max-body", d.MaxBody, "largest value accepted, in bytes")
 	fs.DurationVar(&f.timeout, "timeout", d.Timeout, "default request deadline, replica calls included (a request may ask for another with ?timeout=)")
-	fs.Int64Var(&f.cacheSize, "cache-size", storage.DefaultConfig().CacheSize, "storage memory: Pebble's block cache, which also holds the memtables (an eighth of it), in bytes")
+	fs.Int64Var(&f.cacheSize, "cache-size", storage.DefaultConfig().CacheSize, "storage memory: a quarter caches decoded objects, the rest is Pebble's block cache, which also holds the memtables (an eighth of the whole), in bytes")
 	fs.Float64Var(&f.readRepair, "read-repair-chance", d.ReadRepairChance, "share of reads that ask every replica (for read repair) rather than R of them, 0..1")
 	fs.BoolVar(&f.pprof, "enable-pprof", false, "serve Go's profiler at /debug/pprof/ on the HTTP port")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")

@@ -94,8 +94,8 @@ type Config struct {
 	// /v1/cluster, 3 if that fails; a value that differs from the
 	// cluster's is refused. It is only reported.
 	N int
-	// PlainUpdates sends updates without a context (plain PUTs: the
-	// coordinator reads at R, then writes what supersedes it), instead of
+	// PlainUpdates sends updates without a context (plain PUTs: they
+	// supersede what R replicas hold), instead of
 	// the context of the worker's last read or write of the key. Default
 	// false.
 	PlainUpdates bool
