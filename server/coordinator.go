@@ -537,6 +537,9 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq, rq
 				seen = seen.Join(rep.ctx)
 			}
 		case <-ctx.Done():
+			if acked >= wq { // written, but not known to replace what rq replicas hold
+				return storage.Written{}, &QuorumError{Op: "read", Required: rq, Acknowledged: contexts + 1, Timeout: true}
+			}
 			return storage.Written{}, &QuorumError{Op: "write", Required: wq, Acknowledged: acked, Timeout: true}
 		}
 	}

@@ -464,16 +464,19 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 	if err := s.checkContext(w.Context); err != nil {
 		return Written{}, err
 	}
-	if w.Plain {
-		w.Context = w.Context.Join(cur.Context)
-	}
 	if w.RequestID != "" {
 		if retry, ok := retryOf(cur, w); ok {
 			if w.Issued != nil {
 				w.Issued(cur) // the other replicas may have missed the first attempt
 			}
+			if w.Plain {
+				retry.Context = retry.Context.Join(cur.Context)
+			}
 			return retry, nil
 		}
+	}
+	if w.Plain {
+		w.Context = w.Context.Join(cur.Context)
 	}
 	c, err := s.nextCounter(max(cur.Context.Max(s.actor), w.Context.Max(s.actor)))
 	if err != nil {
@@ -506,12 +509,14 @@ func (s *Store) Put(k Key, w Write) (Written, error) {
 }
 
 // retryOf reports whether w retries a write cur already holds (a sibling
-// with w's RequestID), and the answer to give: cur unchanged, and the
+// with w's RequestID that w's context does not cover: a write that saw that
+// version supersedes it, as a plain write issued again over another
+// replica's version does), and the answer to give: cur unchanged, and the
 // client's context plus every dot of that write.
 func retryOf(cur *Object, w Write) (Written, bool) {
 	var dots []Dot
 	for _, s := range cur.Siblings {
-		if s.RequestID == w.RequestID {
+		if s.RequestID == w.RequestID && !w.Context.Covers(s.Dot) {
 			dots = append(dots, s.Dot)
 		}
 	}
