@@ -151,9 +151,9 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, r, "get", err)
 		return
 	}
-	ctx, cancel := context.WithDeadline(r.Context(), req.deadline)
-	defer cancel()
-	obj, err := n.read(ctx, req.key, req.r, req.sloppy, req.deadline)
+	// No deadline context: a read that waits for a replica watches the
+	// deadline itself, and one served by this replica alone never waits.
+	obj, err := n.read(r.Context(), req.key, req.r, req.sloppy, req.deadline)
 	if err != nil {
 		n.fail(w, r, "get", err)
 		return

@@ -345,9 +345,10 @@ type gathered struct {
 // for down ones) in readOrder, until r have answered. It asks the first r,
 // and another whenever one fails or has not answered within
 // ReplicaTimeout; with all, it asks every one at once. A not-found counts
-// toward r, an error does not. The calls run with deadline but not ctx's
-// cancellation, so that read repair can use the late answers; the caller
-// ends them with release once it needs them no more.
+// toward r, an error does not. It gives up at deadline, or when ctx is
+// done. The calls run with deadline but not ctx's cancellation, so that
+// read repair can use the late answers; the caller ends them with release
+// once it needs them no more.
 func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int, all bool, deadline time.Time) (gathered, error) {
 	ch := make(chan reply, len(targets))
 	g := gathered{rest: ch, release: func() {}}
@@ -385,7 +386,10 @@ func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int
 	for range first {
 		launch()
 	}
-	var slow *time.Timer // started once a reply has to be waited for
+	// slow fires after ReplicaTimeout, or at the deadline if that is
+	// sooner; it is started once a reply has to be waited for.
+	var slow *time.Timer
+	wait := func() time.Duration { return min(n.cfg.ReplicaTimeout, time.Until(deadline)) }
 	defer func() {
 		if slow != nil {
 			slow.Stop()
@@ -402,14 +406,18 @@ func (n *Node) gather(ctx context.Context, k storage.Key, targets []reply, r int
 		case rep = <-ch:
 		default:
 			if slow == nil {
-				slow = time.NewTimer(n.cfg.ReplicaTimeout)
+				slow = time.NewTimer(wait())
 			}
 			select {
 			case rep = <-ch:
 			case <-slow.C:
-				launch()
-				slow.Reset(n.cfg.ReplicaTimeout)
-				continue
+				if time.Now().Before(deadline) {
+					launch()
+					slow.Reset(wait())
+					continue
+				}
+				g.release()
+				return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
 			case <-ctx.Done():
 				g.release()
 				return g, &QuorumError{Op: "read", Required: r, Acknowledged: acked, Timeout: true}
