@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # memory.sh: issue 6's memory goal: resident memory per node of a 3-node
-# cluster (N=3) holding --keys 1 KiB JSON documents, with the block cache
+# cluster (N=3) holding --keys 1 KiB JSON documents, with the cache
 # size stated.
 #
 #   scripts/memory.sh [--keys 1000000] [--cache-size BYTES] [--connections 64] [--threads 2]
@@ -25,9 +25,10 @@
 #   4. reads every key once with r=2 through n1 (load.lua with
 #      WRK_METHOD=GET), then reads the memory figures again.
 # It prints per node RSS and peak RSS in MiB after start, after the load and
-# after the read pass, with the block cache size; with --out DIR, also as
-# DIR/memory.md. The goal: under 300 MiB resident per node at 1,000,000
-# keys. Try it quickly with --keys 20000.
+# after the read pass, with the cache size (--cache-size: the object cache
+# and Pebble's block cache); with --out DIR, also as DIR/memory.md. The
+# goal: under 300 MiB resident per node at 1,000,000 keys. Try it quickly
+# with --keys 20000.
 #
 # Needs: go, curl, ss (iproute2) and wrk (Debian/Ubuntu package `wrk`,
 # /usr/bin/wrk). Heavy on a small machine: run it alone. The cluster is
@@ -176,7 +177,7 @@ write_count() {
 	echo "$total"
 }
 
-echo "memory after start (block cache $((cache_size >> 20)) MiB per node):"
+echo "memory after start (--cache-size $((cache_size >> 20)) MiB per node):"
 snapshot start
 
 echo "loading $keys keys of 1 KiB JSON into bucket bench through n1 (w=2)"
@@ -195,7 +196,7 @@ snapshot read
 report() {
 	local n
 	echo "quorumkv memory, $(date -u +%FT%TZ), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(git -C "$repo_root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$repo_root" diff --quiet 2>/dev/null || echo '+dirty')"
-	echo "3 nodes, N=3, $keys keys of 1 KiB JSON written with w=2 through n1 in ${load_s}s, read once with r=2 in ${read_s}s; block cache $cache_size bytes ($((cache_size >> 20)) MiB) per node"
+	echo "3 nodes, N=3, $keys keys of 1 KiB JSON written with w=2 through n1 in ${load_s}s, read once with r=2 in ${read_s}s; --cache-size $cache_size bytes ($((cache_size >> 20)) MiB) per node"
 	echo
 	echo "| node | cache MiB | RSS start MiB | RSS after load MiB | RSS after read MiB | peak RSS (VmHWM) MiB | data dir after load | after read |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"

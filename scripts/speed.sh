@@ -22,9 +22,9 @@
 #   a-get      GET  /v1/kv/bench/<key>       against (a)
 #   b-get      GET  /v1/kv/bench/<key>?r=2   against (b)
 #   put-w2     PUT  /v1/kv/bench/<key>?w=2   against the cluster (1 KiB JSON)
-#   put-w2r1   PUT  /v1/kv/bench/<key>?w=2&r=1  the same, its context read from
-#              the coordinator's replica only (the default r=2 also asks one
-#              other replica first)
+#   put-w2r1   PUT  /v1/kv/bench/<key>?w=2&r=1  the same, replacing what the
+#              coordinator's replica holds only (the default r=2 also waits
+#              for one other replica to say what it held)
 #   get-r2     GET  /v1/kv/bench/<key>?r=2   against the cluster
 #   get-r1     GET  /v1/kv/bench/<key>?r=1   against the cluster
 # with keys drawn at random from the preloaded ones (scripts/wrk/get.lua and
@@ -59,7 +59,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,46s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '2,49s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 	exit "${1:-0}"
 }
 
