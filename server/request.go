@@ -113,7 +113,15 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 		return kvRequest{}, badRequest("X-Request-Id must be 1 to %d bytes of letters, digits and ._:-", storage.MaxRequestID)
 	}
 	if r.Header.Get(forwardedHeader) == "" { // count client requests once
-		op := map[string]string{http.MethodGet: "get", http.MethodHead: "get", http.MethodPut: "put", http.MethodDelete: "delete"}[r.Method]
+		op := ""
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			op = "get"
+		case http.MethodPut:
+			op = "put"
+		case http.MethodDelete:
+			op = "delete"
+		}
 		replica := n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID)
 		n.metrics.coordinated.WithLabelValues(op, strconv.FormatBool(replica)).Inc()
 	}
