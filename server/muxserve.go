@@ -41,9 +41,9 @@ func (n *Node) handleMux(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveMux answers the requests of one multiplexed connection, each on its
-// own worker (goBackground), until the connection fails or the node stops; then it
-// waits for the requests in progress.
+// serveMux answers the requests of one multiplexed connection, each on a
+// worker of the node (goBackground), until the connection fails or the
+// node stops; then it waits for the requests in progress.
 func (n *Node) serveMux(conn net.Conn, r *bufio.Reader) {
 	var handlers [256]internalHandler
 	for path, h := range n.muxHandlers() {
