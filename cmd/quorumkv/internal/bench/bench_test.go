@@ -394,13 +394,13 @@ func sampleResults() []Result {
 	pts := points(1200, 1100, 1150, 1199, 1200)
 	return []Result{
 		{N: 3, R: 1, W: 1, Workload: "a", Distribution: "zipfian", Routing: "key-aware", Records: 100, ValueSize: 1024,
-			Concurrency: 8, Seed: 7, UpdateCtx: "last", Seconds: 2, Ops: 4000, OpsPerSec: 2000, P50Ms: 1.5, P95Ms: 3, P99Ms: 4.25,
-			P999Ms: 9, MaxMs: 12, Errors: 3, ErrorsTimeout: 1, ErrorsQuorum: 2,
-			PerOp:        []OpResult{{Op: "read", Ops: 2000, P50Ms: 1}, {Op: "update", Ops: 2000, P50Ms: 2, Errors: 3}},
+			Concurrency: 8, Seed: 7, UpdateCtx: "last", Seconds: 2, Figures: Figures{Ops: 4000, OpsPerSec: 2000, P50Ms: 1.5, P95Ms: 3, P99Ms: 4.25,
+				P999Ms: 9, MaxMs: 12}, Errors: 3, ErrorsTimeout: 1, ErrorsQuorum: 2,
+			PerOp:        []OpResult{{Op: "read", Figures: Figures{Ops: 2000, P50Ms: 1}}, {Op: "update", Figures: Figures{Ops: 2000, P50Ms: 2}, Errors: 3}},
 			ReadsChecked: 1600, StaleReads: 20, StaleShare: &share, ProbeRate: 20, PBS: pts, PBSProbes: 1200,
 			PBST999: "5ms", PBST999Ms: &ms, PBSResolved: true},
 		{N: 3, R: 2, W: 2, Workload: "a", Distribution: "zipfian", Routing: "key-aware", Records: 100, ValueSize: 1024,
-			Concurrency: 8, Seed: 7, UpdateCtx: "last", Seconds: 2, Ops: 3000, OpsPerSec: 1500, Interrupted: true},
+			Concurrency: 8, Seed: 7, UpdateCtx: "last", Seconds: 2, Figures: Figures{Ops: 3000, OpsPerSec: 1500}, Interrupted: true},
 	}
 }
 

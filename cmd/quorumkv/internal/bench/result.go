@@ -3,6 +3,8 @@ package bench
 import (
 	"fmt"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Result is one R/W combination's figures, with the configuration that
@@ -26,13 +28,7 @@ type Result struct {
 	Seconds      float64 `json:"seconds"` // length of the measured window
 	Interrupted  bool    `json:"interrupted,omitempty"`
 
-	Ops       int64   `json:"ops"` // successful operations of every type
-	OpsPerSec float64 `json:"ops_per_sec"`
-	P50Ms     float64 `json:"p50_ms"`
-	P95Ms     float64 `json:"p95_ms"`
-	P99Ms     float64 `json:"p99_ms"`
-	P999Ms    float64 `json:"p999_ms"`
-	MaxMs     float64 `json:"max_ms"`
+	Figures // of the successful operations of every type
 
 	Errors        int64 `json:"errors"`
 	ErrorsTimeout int64 `json:"errors_timeout"`
@@ -60,7 +56,14 @@ type Result struct {
 
 // OpResult is one operation type's figures.
 type OpResult struct {
-	Op        string  `json:"op"`
+	Op string `json:"op"`
+	Figures
+	Errors int64 `json:"errors"`
+}
+
+// Figures are the throughput and latency percentiles of a set of
+// successful operations.
+type Figures struct {
 	Ops       int64   `json:"ops"`
 	OpsPerSec float64 `json:"ops_per_sec"`
 	P50Ms     float64 `json:"p50_ms"`
@@ -68,7 +71,17 @@ type OpResult struct {
 	P99Ms     float64 `json:"p99_ms"`
 	P999Ms    float64 `json:"p999_ms"`
 	MaxMs     float64 `json:"max_ms"`
-	Errors    int64   `json:"errors"`
+}
+
+// figuresOf summarizes the latencies h holds, measured over secs seconds.
+func figuresOf(h *hdrhistogram.Histogram, secs float64) Figures {
+	f := Figures{Ops: h.TotalCount()}
+	if secs > 0 {
+		f.OpsPerSec = float64(f.Ops) / secs
+	}
+	lat := summarize(h)
+	f.P50Ms, f.P95Ms, f.P99Ms, f.P999Ms, f.MaxMs = lat.P50, lat.P95, lat.P99, lat.P999, lat.Max
+	return f
 }
 
 // result turns a finished measurement into its Result.
@@ -90,12 +103,6 @@ func (r *runner) result(m *measurement, measured time.Duration, interrupted bool
 	}
 	all := newHist()
 	secs := measured.Seconds()
-	perSec := func(n int64) float64 {
-		if secs <= 0 {
-			return 0
-		}
-		return float64(n) / secs
-	}
 	for o := range numOps {
 		if r.mix[o] == 0 {
 			continue
@@ -103,8 +110,7 @@ func (r *runner) result(m *measurement, measured time.Duration, interrupted bool
 		s := m.ops[o]
 		s.mu.Lock()
 		all.Merge(s.total)
-		lat := summarize(s.total)
-		n := s.total.TotalCount()
+		f := figuresOf(s.total, secs)
 		errs := s.errs
 		s.mu.Unlock()
 		var nErrs int64
@@ -114,14 +120,10 @@ func (r *runner) result(m *measurement, measured time.Duration, interrupted bool
 		res.ErrorsTimeout += errs[errTimeout]
 		res.ErrorsQuorum += errs[errQuorum]
 		res.ErrorsOther += errs[errOther]
-		res.PerOp = append(res.PerOp, OpResult{Op: o.String(), Ops: n, OpsPerSec: perSec(n),
-			P50Ms: lat.P50, P95Ms: lat.P95, P99Ms: lat.P99, P999Ms: lat.P999, MaxMs: lat.Max, Errors: nErrs})
+		res.PerOp = append(res.PerOp, OpResult{Op: o.String(), Figures: f, Errors: nErrs})
 	}
 	res.Errors = res.ErrorsTimeout + res.ErrorsQuorum + res.ErrorsOther
-	res.Ops = all.TotalCount()
-	res.OpsPerSec = perSec(res.Ops)
-	lat := summarize(all)
-	res.P50Ms, res.P95Ms, res.P99Ms, res.P999Ms, res.MaxMs = lat.P50, lat.P95, lat.P99, lat.P999, lat.Max
+	res.Figures = figuresOf(all, secs)
 	if reads := m.reads.Load(); reads > 0 {
 		res.SiblingsMean = float64(m.siblings.Load()) / float64(reads)
 	}
