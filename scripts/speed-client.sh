@@ -67,15 +67,9 @@ ref_pids=()
 cluster_started=0
 
 cleanup() {
-	local rc=$? pid
+	local rc=$?
 	trap - EXIT INT TERM
-	for pid in "${ref_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	if ((cluster_started)); then
-		"$repo_root/scripts/cluster.sh" stop --dir "$cluster_dir" >/dev/null || echo "speed-client.sh: could not stop the cluster in $cluster_dir" >&2
-	fi
+	stop_started
 	rm -rf "$tmp"
 	exit "$rc"
 }

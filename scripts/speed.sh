@@ -108,18 +108,9 @@ cluster_started=0
 wrk_pid=
 
 cleanup() {
-	local rc=$? pid
+	local rc=$?
 	trap - EXIT INT TERM
-	[[ -z $wrk_pid ]] || kill -INT "$wrk_pid" 2>/dev/null || true
-	for pid in "${ref_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${ref_pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if ((cluster_started)); then
-		"$repo_root/scripts/cluster.sh" stop --dir "$cluster_dir" >/dev/null || echo "speed.sh: could not stop the cluster in $cluster_dir" >&2
-	fi
+	stop_started
 	if ((keep)); then
 		echo "kept $tmp"
 	else

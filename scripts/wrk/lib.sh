@@ -59,6 +59,24 @@ start_ref() {
 	die "refserver $* printed no address"
 }
 
+# stop_started stops what a script started, for its exit trap: the wrk in
+# $wrk_pid (if set), the references in ref_pids, and, if $cluster_started,
+# the cluster in $cluster_dir.
+stop_started() {
+	local pid
+	[[ -z ${wrk_pid:-} ]] || kill -INT "$wrk_pid" 2>/dev/null || true
+	for pid in "${ref_pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${ref_pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	if ((cluster_started)); then
+		"$repo_root/scripts/cluster.sh" stop --dir "$cluster_dir" >/dev/null ||
+			echo "${0##*/}: could not stop the cluster in $cluster_dir" >&2
+	fi
+}
+
 # metric_sum URL NAME LABELMATCH: the sum of the samples of metric NAME whose
 # labels contain LABELMATCH (a plain substring such as op="put"), from a
 # Prometheus text endpoint.
