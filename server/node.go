@@ -124,6 +124,7 @@ func NewNode(cfg Config, store *storage.Store, tr Transport) (*Node, error) {
 			Name: "quorumkv_hints_refused_total",
 			Help: "Durable hints refused because this node's hint store was full (the coordinator tried another fallback).",
 		}, func() float64 { return float64(store.HintStats().Refused) }),
+		store.Collector(),
 	)
 	if n.gossip, err = openGossip(n); err != nil {
 		return nil, err

@@ -47,6 +47,8 @@ type objShard struct {
 	bytes  int64
 	budget int64
 	gen    atomic.Uint64 // changes so far, for fill
+	hits   int64         // under mu
+	misses int64         // under mu
 }
 
 type objEntry struct {
@@ -86,9 +88,27 @@ func (c *objCache) get(key []byte) (current, bool) {
 	if ok {
 		cur = e.cur
 		e.used.Store(true)
+		s.hits++
+	} else {
+		s.misses++
 	}
 	s.mu.Unlock()
 	return cur, ok
+}
+
+// stats returns the lookups so far that found their key and that did not,
+// and the bytes held.
+func (c *objCache) stats() (hits, misses, bytes int64) {
+	if c == nil {
+		return 0, 0, 0
+	}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		hits, misses, bytes = hits+s.hits, misses+s.misses, bytes+s.bytes
+		s.mu.Unlock()
+	}
+	return hits, misses, bytes
 }
 
 // gen returns the number of changes to key's shard so far, to pass to fill.

@@ -24,6 +24,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 )
@@ -64,8 +65,16 @@ type Config struct {
 	// flushed, inside the block cache, so a memtable half the cache's size
 	// leaves no room for blocks at all and every read goes to disk. Default
 	// CacheSize/8 (16 MiB for the default cache), at most 64 MiB; a size
-	// set here must be at most CacheSize/4.
+	// set here must be at most CacheSize/4. MemTableSpread varies it.
 	MemTableSize uint64
+	// MemTableSpread varies MemTableSize by up to this fraction either way,
+	// by a hash of NodeID, so a node keeps its size across restarts.
+	// Replicas of a key take the same writes: with equal memtables they
+	// would flush, and compact after, at the same moments, and a quorum
+	// would wait on replicas that are all busy at once. Staggered, usually
+	// at most one of them is (docs/design.md, "Staggered flushes"). Default
+	// 0.25; negative: none. The result stays within CacheSize/4.
+	MemTableSpread float64
 	// WALMinSyncInterval is the least time between two syncs of Pebble's
 	// write-ahead log. Commits that arrive while a sync waits share the
 	// next one, so under load fewer, larger syncs carry the same writes; a
@@ -87,10 +96,18 @@ type Config struct {
 	DisableTree bool
 }
 
+// spread returns size scaled by a factor in [1-frac, 1+frac] that id's
+// hash picks, at most limit.
+func spread(size uint64, frac float64, id string, limit uint64) uint64 {
+	u := float64(xxhash.Sum64String(id)>>11) / (1 << 53) // uniform in [0, 1)
+	return min(uint64(float64(size)*(1+frac*(2*u-1))), limit)
+}
+
 // DefaultConfig returns the defaults for the optional fields.
 func DefaultConfig() Config {
 	return Config{
 		CacheSize:          128 << 20,
+		MemTableSpread:     0.25,
 		WALMinSyncInterval: 500 * time.Microsecond,
 		CounterLease:       1 << 20,
 		Logger:             slog.Default(),
@@ -123,6 +140,15 @@ func (c *Config) fill() error {
 	if c.MemTableSize > uint64(c.CacheSize/4) {
 		return fmt.Errorf("storage: MemTableSize %d is more than a quarter of CacheSize %d: the memtables would crowd blocks out of the cache", c.MemTableSize, c.CacheSize)
 	}
+	switch {
+	case c.MemTableSpread == 0:
+		c.MemTableSpread = def.MemTableSpread
+	case c.MemTableSpread < 0:
+		c.MemTableSpread = 0
+	case c.MemTableSpread >= 1:
+		return fmt.Errorf("storage: MemTableSpread %v is not below 1", c.MemTableSpread)
+	}
+	c.MemTableSize = spread(c.MemTableSize, c.MemTableSpread, c.NodeID, uint64(c.CacheSize/4))
 	if c.CounterLease == 0 {
 		c.CounterLease = def.CounterLease
 	}
@@ -156,6 +182,7 @@ type Store struct {
 	leaseTill atomic.Uint64 // counters up to here are reserved on disk
 
 	objects   *objCache // nil if Config.ObjectCacheSize is negative
+	events    engineEvents
 	hints     hintCounters
 	corrupt   atomic.Uint64
 	treeStale atomic.Bool
@@ -173,6 +200,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	cache := pebble.NewCache(cfg.CacheSize - cfg.ObjectCacheSize)
 	defer cache.Unref()
+	s := &Store{cfg: cfg, seed: maphash.MakeSeed(), objects: newObjCache(cfg.ObjectCacheSize)}
 	opts := &pebble.Options{
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
@@ -180,6 +208,7 @@ func Open(cfg Config) (*Store, error) {
 		WALMinSyncInterval: func() time.Duration { return cfg.WALMinSyncInterval },
 		Merger:             Merger,
 		Logger:             pebbleLogger{cfg.Logger.With("component", "pebble")},
+		EventListener:      s.events.listener(cfg.Logger.With("component", "pebble")),
 	}
 	// A Get of one key would otherwise search every table whose range holds
 	// it (each L0 file, one per level); bloom filters rule out nearly all of
@@ -193,7 +222,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("storage: open %s: %w", cfg.Dir, err)
 	}
-	s := &Store{cfg: cfg, db: db, seed: maphash.MakeSeed(), objects: newObjCache(cfg.ObjectCacheSize)}
+	s.db = db
 	if err := s.loadIdentity(); err != nil {
 		db.Close()
 		return nil, err
@@ -206,6 +235,8 @@ func Open(cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	cfg.Logger.Info("storage open", "dir", cfg.Dir, "block_cache", cfg.CacheSize-cfg.ObjectCacheSize,
+		"object_cache", cfg.ObjectCacheSize, "memtable", cfg.MemTableSize)
 	return s, nil
 }
 

@@ -343,3 +343,46 @@ func TestPlainPutSupersedesLocalObject(t *testing.T) {
 		t.Fatalf("after the read version arrived: %q, want [p2]", v)
 	}
 }
+
+// TestMemTableSpread checks that nodes get different memtable sizes within
+// the spread, the same one on every open, and never more than the cache
+// allows.
+func TestMemTableSpread(t *testing.T) {
+	const base = 16 << 20
+	sizes := map[uint64]string{}
+	for i := range 10 {
+		id := fmt.Sprintf("n%d", i+1)
+		c := Config{Dir: "x", NodeID: id, MemTableSize: base}
+		if err := c.fill(); err != nil {
+			t.Fatal(err)
+		}
+		if c.MemTableSize < base*3/4 || c.MemTableSize > base*5/4 {
+			t.Errorf("%s: memtable %d, want within 25%% of %d", id, c.MemTableSize, base)
+		}
+		again := Config{Dir: "y", NodeID: id, MemTableSize: base}
+		if err := again.fill(); err != nil {
+			t.Fatal(err)
+		}
+		if again.MemTableSize != c.MemTableSize {
+			t.Errorf("%s: memtable %d, then %d", id, c.MemTableSize, again.MemTableSize)
+		}
+		sizes[c.MemTableSize] = id
+	}
+	if len(sizes) < 9 {
+		t.Errorf("10 nodes share %d memtable sizes: %v", len(sizes), sizes)
+	}
+
+	none := Config{Dir: "x", NodeID: "n1", MemTableSize: base, MemTableSpread: -1}
+	if err := none.fill(); err != nil || none.MemTableSize != base {
+		t.Errorf("spread off: memtable %d (err %v), want %d", none.MemTableSize, err, base)
+	}
+	for _, id := range []string{"n1", "n2", "n3", "n4", "n5"} {
+		full := Config{Dir: "x", NodeID: id, CacheSize: 64 << 20, MemTableSize: 16 << 20, MemTableSpread: 0.9}
+		if err := full.fill(); err != nil || full.MemTableSize > 16<<20 {
+			t.Errorf("%s: memtable %d (err %v), want at most a quarter of the cache", id, full.MemTableSize, err)
+		}
+	}
+	if err := (&Config{Dir: "x", NodeID: "n1", MemTableSpread: 1}).fill(); err == nil {
+		t.Error("a spread of 1 was accepted")
+	}
+}
