@@ -83,15 +83,14 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 
 // instrument counts and times a client operation.
 func (n *Node) instrument(op string, h http.HandlerFunc) http.HandlerFunc {
+	m := n.metrics.forOp(op)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		n.inflight.Add(1)
 		defer n.inflight.Add(-1)
 		sw := &statusWriter{ResponseWriter: w}
 		h(sw, r)
-		status := strconv.Itoa(sw.status)
-		n.metrics.requests.WithLabelValues(op, status).Inc()
-		n.metrics.latency.WithLabelValues(op, status).Observe(time.Since(start).Seconds())
+		m.observe(sw.status, time.Since(start))
 	}
 }
 

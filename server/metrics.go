@@ -1,6 +1,10 @@
 package server
 
 import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -101,6 +105,42 @@ func newMetrics() *metrics {
 	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.plainRewrites, m.siblings, m.replicaCalls, m.forwarded, m.coordinated, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// opMetrics holds one client operation's request counter and latency
+// histogram per HTTP status, each looked up once: WithLabelValues hashes
+// and compares its labels under a lock, on every request otherwise.
+type opMetrics struct {
+	m        *metrics
+	op       string
+	byStatus [600]atomic.Pointer[statusMetrics] // by HTTP status code
+}
+
+type statusMetrics struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
+}
+
+func (m *metrics) forOp(op string) *opMetrics { return &opMetrics{m: m, op: op} }
+
+// observe counts a request that was answered with status after d.
+func (o *opMetrics) observe(status int, d time.Duration) {
+	var s *statusMetrics
+	if status >= 0 && status < len(o.byStatus) {
+		s = o.byStatus[status].Load()
+	}
+	if s == nil {
+		code := strconv.Itoa(status)
+		s = &statusMetrics{
+			requests: o.m.requests.WithLabelValues(o.op, code),
+			latency:  o.m.latency.WithLabelValues(o.op, code),
+		}
+		if status >= 0 && status < len(o.byStatus) {
+			o.byStatus[status].Store(s) // a racing store holds the same children
+		}
+	}
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
 }
 
 func result(err error) string {
