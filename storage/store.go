@@ -357,7 +357,21 @@ func (s *Store) lockAll(ks []Key) (unlock func()) {
 		idx = append(idx, s.stripe(k))
 	}
 	slices.Sort(idx)
-	idx = slices.Compact(idx)
+	return s.lockStripes(slices.Compact(idx))
+}
+
+// lockEvery locks every stripe, in the same order as lockAll, and returns
+// the function that unlocks them.
+func (s *Store) lockEvery() (unlock func()) {
+	idx := make([]int, lockStripes)
+	for i := range idx {
+		idx[i] = i
+	}
+	return s.lockStripes(idx)
+}
+
+// lockStripes locks the stripes idx, which must be ascending.
+func (s *Store) lockStripes(idx []int) (unlock func()) {
 	for _, i := range idx {
 		s.locks[i].Lock()
 	}

@@ -81,8 +81,15 @@ func (s *Store) DeletePartition(p uint32) error {
 		lo, hi := partitionRange(prefix, p)
 		_ = b.DeleteRange(lo, hi, nil)
 	}
+	// Every key lock, held across the commit and the cache drop: a write
+	// that committed just before the delete would otherwise cache its object
+	// after the drop, and the cache would hold what the disk no longer does.
+	// Writes wait for one synced commit; partitions are deleted only after
+	// ring changes.
+	unlock := s.lockEvery()
 	err := b.Commit(pebble.Sync)
 	s.objects.dropPartition(p) // whatever the outcome: ask Pebble
+	unlock()
 	if err != nil {
 		return fmt.Errorf("storage: delete partition %d: %w", p, err)
 	}
