@@ -43,6 +43,7 @@ func (c *Client) do(ctx context.Context, req *request, cc *callConfig) (*respons
 	}
 	cands := c.candidates(req.bucket, req.key)
 	var lastErr error
+	var quorumErr *QuorumError // the last quorum_not_met answer, if any
 	for attempt := 0; attempt < c.cfg.attempts; attempt++ {
 		if attempt > 0 {
 			if err := c.sleep(ctx, attempt); err != nil {
@@ -55,6 +56,7 @@ func (c *Client) do(ctx context.Context, req *request, cc *callConfig) (*respons
 			return resp, nil
 		}
 		lastErr = err
+		errors.As(err, &quorumErr)
 		if ctx.Err() != nil {
 			return nil, giveUp(ctx.Err(), attempt+1, lastErr)
 		}
@@ -68,6 +70,12 @@ func (c *Client) do(ctx context.Context, req *request, cc *callConfig) (*respons
 	}
 	if c.cfg.attempts == 1 {
 		return nil, lastErr
+	}
+	var q *QuorumError
+	if quorumErr != nil && !errors.As(lastErr, &q) {
+		// A live node's 503 says more than the last candidate's refused
+		// connection (with one replica dead, the candidates end on it).
+		return nil, fmt.Errorf("%w (gave up after %d attempts; last: %w)", quorumErr, c.cfg.attempts, lastErr)
 	}
 	return nil, fmt.Errorf("%w (gave up after %d attempts)", lastErr, c.cfg.attempts)
 }

@@ -277,6 +277,30 @@ func TestRetryStatuses(t *testing.T) {
 			t.Fatalf("retryable %v after %d attempts", client.IsRetryable(err), len(*ids))
 		}
 	})
+	t.Run("a quorum answer outranks a dead node's refusal", func(t *testing.T) {
+		// One replica answers 503, the other candidate is down: whichever
+		// is tried last, the error is the quorum answer. After a refusal
+		// the client orders the down node last, so the refusal comes last
+		// at least once.
+		s, _ := fakeNode(t, [2]string{"503", quorumBody})
+		c := newClient(t, []string{s.URL, "http://" + closedAddrs(t, 1)[0]}, client.WithRouting(client.RoundRobin),
+			client.WithRetries(2, time.Millisecond, time.Millisecond))
+		refusedLast := 0
+		for range 3 {
+			_, err := c.Put(context.Background(), "b", "k", []byte("v"))
+			var q *client.QuorumError
+			if !errors.As(err, &q) || q.Required != 3 || !client.IsRetryable(err) {
+				t.Fatalf("error %v, want the QuorumError", err)
+			}
+			var netErr net.Error
+			if errors.As(err, &netErr) {
+				refusedLast++
+			}
+		}
+		if refusedLast == 0 {
+			t.Fatal("no call tried the down node last: the test checked nothing")
+		}
+	})
 	t.Run("no retry of 4xx or 500", func(t *testing.T) {
 		for _, status := range []string{"400", "500"} {
 			s, ids := fakeNode(t, [2]string{status, `{"error":"x","message":"y"}`}, [2]string{"204", ""})
