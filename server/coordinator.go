@@ -106,7 +106,7 @@ func (n *Node) replicaGet(ctx context.Context, node string, k storage.Key) reply
 	if errors.Is(err, storage.ErrNotFound) {
 		o, err = nil, nil
 	}
-	n.metrics.replicaCalls.WithLabelValues("get", result(err)).Inc()
+	n.metrics.calls.get.count(err)
 	if err != nil {
 		n.log.Debug("replica read failed", "peer", node, "key", k, "err", err)
 	}
@@ -158,7 +158,7 @@ func (n *Node) replicaApplyContext(ctx context.Context, node string, k storage.K
 	default:
 		err = n.transport.Apply(ctx, node, k, o)
 	}
-	n.metrics.replicaCalls.WithLabelValues("apply", result(err)).Inc()
+	n.metrics.calls.apply.count(err)
 	if err != nil {
 		n.log.Debug("replica apply failed", "peer", node, "key", k, "err", err)
 	}
@@ -173,7 +173,7 @@ func (n *Node) replicaHint(ctx context.Context, node, owner string, k storage.Ke
 	} else {
 		err = n.transport.Hint(ctx, node, owner, k, o)
 	}
-	n.metrics.replicaCalls.WithLabelValues("hint", result(err)).Inc()
+	n.metrics.calls.hint.count(err)
 	if err == nil {
 		n.metrics.hints.WithLabelValues("stored").Inc()
 	} else if errors.Is(err, storage.ErrHintsFull) {
@@ -525,7 +525,7 @@ func (n *Node) write(ctx context.Context, k storage.Key, w storage.Write, wq, rq
 		})
 	}
 	written, err := n.localPut(k, w)
-	n.metrics.replicaCalls.WithLabelValues("put", result(err)).Inc()
+	n.metrics.calls.put.count(err)
 	if err != nil {
 		return storage.Written{}, err
 	}

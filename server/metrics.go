@@ -29,6 +29,22 @@ type metrics struct {
 	transfersDone  prometheus.Counter
 	transferBytes  prometheus.Counter
 	memberChanges  prometheus.Counter
+
+	// Children of the vectors above that the request path counts on,
+	// resolved once (see opMetrics).
+	calls struct{ get, apply, put, hint callCounters }     // replicaCalls
+	coord struct{ get, put, delete [2]prometheus.Counter } // coordinated, by replica false, true
+}
+
+// callCounters counts the calls of one operation to replicas by result.
+type callCounters struct{ ok, failed prometheus.Counter }
+
+func (c callCounters) count(err error) {
+	if err != nil {
+		c.failed.Inc()
+	} else {
+		c.ok.Inc()
+	}
 }
 
 func newMetrics() *metrics {
@@ -101,6 +117,14 @@ func newMetrics() *metrics {
 			Help: "Changes to this node's view of the ring membership (local or gossiped).",
 		}),
 	}
+	calls := func(op string) callCounters {
+		return callCounters{m.replicaCalls.WithLabelValues(op, "ok"), m.replicaCalls.WithLabelValues(op, "error")}
+	}
+	m.calls.get, m.calls.apply, m.calls.put, m.calls.hint = calls("get"), calls("apply"), calls("put"), calls("hint")
+	coord := func(op string) [2]prometheus.Counter {
+		return [2]prometheus.Counter{m.coordinated.WithLabelValues(op, "false"), m.coordinated.WithLabelValues(op, "true")}
+	}
+	m.coord.get, m.coord.put, m.coord.delete = coord("get"), coord("put"), coord("delete")
 	m.reg.MustRegister(m.hints, m.pendingHints, m.transfers, m.transfersDone, m.transferBytes, m.memberChanges)
 	m.reg.MustRegister(m.requests, m.latency, m.quorumFailures, m.readRepairs, m.plainRewrites, m.siblings, m.replicaCalls, m.forwarded, m.coordinated, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -141,11 +165,4 @@ func (o *opMetrics) observe(status int, d time.Duration) {
 	}
 	s.requests.Inc()
 	s.latency.Observe(d.Seconds())
-}
-
-func result(err error) string {
-	if err != nil {
-		return "error"
-	}
-	return "ok"
 }

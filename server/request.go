@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quorumkv/quorumkv/storage"
 )
 
@@ -113,17 +114,22 @@ func (n *Node) parseKV(r *http.Request) (kvRequest, error) {
 		return kvRequest{}, badRequest("X-Request-Id must be 1 to %d bytes of letters, digits and ._:-", storage.MaxRequestID)
 	}
 	if r.Header.Get(forwardedHeader) == "" { // count client requests once
-		op := ""
+		var byReplica *[2]prometheus.Counter
 		switch r.Method {
 		case http.MethodGet, http.MethodHead:
-			op = "get"
+			byReplica = &n.metrics.coord.get
 		case http.MethodPut:
-			op = "put"
+			byReplica = &n.metrics.coord.put
 		case http.MethodDelete:
-			op = "delete"
+			byReplica = &n.metrics.coord.delete
 		}
-		replica := n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID)
-		n.metrics.coordinated.WithLabelValues(op, strconv.FormatBool(replica)).Inc()
+		if byReplica != nil {
+			replica := 0
+			if n.placement().IsCounting(int(req.key.Partition), n.cfg.NodeID) {
+				replica = 1
+			}
+			byReplica[replica].Inc()
+		}
 	}
 	return req, nil
 }
