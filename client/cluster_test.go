@@ -239,43 +239,46 @@ func (c *cluster) getJSON(id, path string, v any) error {
 
 // settledVersion returns the ring version every running node reports when
 // they all see every node as a member, the running ones alive, transfers
-// settled and the same ring version; "" otherwise.
-func (c *cluster) settledVersion() (string, error) {
+// settled and the same ring version; otherwise "" and, in why, what is not
+// there yet.
+func (c *cluster) settledVersion() (version, why string, err error) {
 	c.mu.Lock()
 	all := len(c.ids)
 	c.mu.Unlock()
-	version := ""
 	for _, id := range c.running() {
 		var v clusterView
 		if err := c.getJSON(id, "/v1/cluster", &v); err != nil {
-			return "", err
+			return "", "", err
 		}
-		if !v.Settled || len(v.States) != all {
-			return "", nil
+		switch {
+		case !v.Settled:
+			return "", id + " has transfers pending", nil
+		case len(v.States) != all:
+			return "", fmt.Sprintf("%s knows %d of %d nodes", id, len(v.States), all), nil
 		}
-		for _, st := range v.States {
+		for node, st := range v.States {
 			if st != "member" {
-				return "", nil
+				return "", fmt.Sprintf("%s sees %s %s", id, node, st), nil
 			}
 		}
 		if version != "" && v.Version != version {
-			return "", nil
+			return "", fmt.Sprintf("%s is at ring version %s, others at %s", id, v.Version, version), nil
 		}
 		version = v.Version
 		var s statusView
 		if err := c.getJSON(id, "/v1/admin/status", &s); err != nil {
-			return "", err
+			return "", "", err
 		}
 		for _, m := range s.Members {
 			c.mu.Lock()
 			up := c.servers[m.Node] != nil
 			c.mu.Unlock()
 			if m.Alive != up {
-				return "", nil
+				return "", fmt.Sprintf("%s sees %s alive=%v", id, m.Node, m.Alive), nil
 			}
 		}
 	}
-	return version, nil
+	return version, "", nil
 }
 
 // waitSettled polls settledVersion until it reports a version or d passes.
@@ -283,15 +286,15 @@ func (c *cluster) waitSettled(d time.Duration) error {
 	deadline := time.Now().Add(d)
 	var lastErr error
 	for {
-		v, err := c.settledVersion()
+		v, why, err := c.settledVersion()
 		if v != "" {
 			return nil
 		}
 		if err != nil {
-			lastErr = err
+			lastErr, why = err, err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the cluster did not settle within %v (last error: %v)", d, lastErr)
+			return fmt.Errorf("the cluster did not settle within %v (last: %s; last error: %v)", d, why, lastErr)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}

@@ -97,14 +97,14 @@ func TestKeyAwareRouting(t *testing.T) {
 	}
 	// Settled once is not settled everywhere at the next look (a node may
 	// still be suspected under load): poll for one version on all nodes.
-	var want string
+	var want, why string
 	for settleBy := time.Now().Add(settleTimeout); ; {
-		want, err = cl.settledVersion()
+		want, why, err = cl.settledVersion()
 		if err == nil && want != "" && want != old {
 			break
 		}
 		if time.Now().After(settleBy) {
-			t.Fatalf("after %s joined: ring version %q (was %q), %v", id, want, old, err)
+			t.Fatalf("after %s joined: ring version %q (was %q): %s %v", id, want, old, why, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -193,15 +193,22 @@ func DefaultConfig() Config {
 }
 
 // FastTiming shortens failure detection, gossip and background intervals
-// for tests that run a cluster on one machine: a dead node is noticed in a
-// few hundred milliseconds instead of seconds. Not for production networks.
+// for tests that run a cluster on one machine: a dead node is noticed in
+// about a second instead of several. Not for production networks.
+//
+// The probe timeout still allows for a machine that runs several race-
+// instrumented nodes and other test packages on two slow cores: with 50 ms
+// and a suspicion multiplier of 2, live nodes there were declared dead
+// hundreds of times a minute, and transfers waited on "dead" sources.
 func (c *Config) FastTiming() {
 	c.ReplicaTimeout = 500 * time.Millisecond
-	c.Gossip.ProbeInterval = 100 * time.Millisecond
-	c.Gossip.ProbeTimeout = 50 * time.Millisecond
+	c.Gossip.ProbeInterval = 200 * time.Millisecond
+	c.Gossip.ProbeTimeout = 150 * time.Millisecond
 	c.Gossip.GossipInterval = 30 * time.Millisecond
 	c.Gossip.PushPullInterval = 500 * time.Millisecond
-	c.Gossip.SuspicionMult = 2
+	// 3: a suspect waits for one other node to confirm it, or for up to
+	// six times the base suspicion timeout, before it is declared dead.
+	c.Gossip.SuspicionMult = 3
 	c.Gossip.TCPTimeout = time.Second
 	c.Gossip.JoinRetryMax = 200 * time.Millisecond
 	c.Handoff.Interval = 50 * time.Millisecond
