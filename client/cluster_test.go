@@ -284,6 +284,7 @@ func (c *cluster) settledVersion() (version, why string, err error) {
 // waitSettled polls settledVersion until it reports a version or d passes.
 func (c *cluster) waitSettled(d time.Duration) error {
 	deadline := time.Now().Add(d)
+	var lastWhy string
 	var lastErr error
 	for {
 		v, why, err := c.settledVersion()
@@ -291,10 +292,12 @@ func (c *cluster) waitSettled(d time.Duration) error {
 			return nil
 		}
 		if err != nil {
-			lastErr, why = err, err.Error()
+			lastErr = err
+		} else {
+			lastWhy = why
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the cluster did not settle within %v (last: %s; last error: %v)", d, why, lastErr)
+			return fmt.Errorf("the cluster did not settle within %v (last seen: %s; last error: %v)", d, lastWhy, lastErr)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
